@@ -1,0 +1,43 @@
+# The front door: `make run` and `make test` set everything up on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: run test lint setup jars broker-start broker-stop clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+jars: setup
+	$(BIN)/stream-app broker jars
+
+# Starts the local broker unless KAFKA_BOOTSTRAP_SERVERS names one, creates missing
+# topics, then runs a worker in the foreground (Ctrl-C stops the worker; the broker
+# keeps running for the next run: `make broker-stop` stops it).
+run: setup
+	@if [ -z "$$KAFKA_BOOTSTRAP_SERVERS" ]; then $(BIN)/stream-app broker start; fi
+	$(BIN)/stream-app topics create
+	$(BIN)/stream-app worker
+
+lint: setup
+	$(BIN)/ruff check stream_app tests
+	$(BIN)/mypy
+
+test: jars lint
+	$(BIN)/pytest -q -ra
+
+broker-start: setup
+	$(BIN)/stream-app broker start
+
+broker-stop: setup
+	$(BIN)/stream-app broker stop
+
+clean:
+	-$(BIN)/stream-app broker stop
+	rm -rf $(VENV) .kafka .stream-app-data .pytest_cache .mypy_cache .ruff_cache .hypothesis
