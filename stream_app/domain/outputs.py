@@ -1,0 +1,143 @@
+"""Output messages, built as plain JSON-ready dicts with deterministic ids (R16).
+
+An id is a hash of what caused the output, never of the wall clock, so a replay or a
+reprocessing after a crash produces the same id and consumers can de-duplicate.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from .timeutil import format_time
+
+COMMANDS, ALERTS, AUDIT, CHARGES, DEADLETTER = "commands", "alerts", "audit", "charges", "deadletter"
+
+
+class Output(NamedTuple):
+    """One message for an output topic, named by its logical topic (see topics.py)."""
+
+    topic: str
+    key: str
+    value: dict[str, Any]
+
+
+def derive_id(*parts: object) -> str:
+    text = "\x1f".join("" if p is None else str(p) for p in parts)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def command(
+    iccid: str,
+    action: str,
+    reason: str,
+    trigger: str,
+    at: datetime,
+    reasons: set[str],
+    cause: str | None,
+    occasion: str,
+) -> Output:
+    """``occasion`` names what made this command unique when there is no cause (a month)."""
+    return Output(
+        COMMANDS,
+        iccid,
+        {
+            "command_id": derive_id("command", iccid, action, reason, trigger, cause, occasion),
+            "iccid": iccid,
+            "action": action,
+            "reason": reason,
+            "trigger": trigger,
+            "at": format_time(at),
+            "reasons": sorted(reasons),
+            "cause": cause,
+        },
+    )
+
+
+def audit(
+    iccid: str,
+    change: str,
+    reason: str,
+    trigger: str,
+    at: datetime,
+    before: set[str],
+    after: set[str],
+    status_before: str,
+    status_after: str,
+    cause: str | None,
+    occasion: str,
+) -> Output:
+    return Output(
+        AUDIT,
+        iccid,
+        {
+            "audit_id": derive_id("audit", iccid, change, reason, trigger, cause, occasion),
+            "iccid": iccid,
+            "at": format_time(at),
+            "change": change,
+            "reason": reason,
+            "trigger": trigger,
+            "cause": cause,
+            "reasons_before": sorted(before),
+            "reasons_after": sorted(after),
+            "status_before": status_before,
+            "status_after": status_after,
+        },
+    )
+
+
+def alert(
+    iccid: str,
+    kind: str,
+    at: datetime,
+    cause: str | None,
+    occasion: str,
+    **figures: Any,
+) -> Output:
+    value: dict[str, Any] = {
+        "alert_id": derive_id("alert", iccid, kind, occasion),
+        "iccid": iccid,
+        "kind": kind,
+        "at": format_time(at),
+        "cause": cause,
+    }
+    for name, figure in figures.items():
+        value[name] = format_time(figure) if isinstance(figure, datetime) else figure
+    return Output(ALERTS, iccid, value)
+
+
+def dead_letter(
+    topic: str,
+    partition: int,
+    offset: int,
+    error: str,
+    detail: str,
+    payload: bytes,
+    key: str = "",
+) -> Output:
+    return Output(
+        DEADLETTER,
+        key,
+        {
+            "deadletter_id": derive_id("deadletter", topic, partition, offset),
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "error": error,
+            "detail": detail,
+            "payload_b64": base64.b64encode(payload).decode("ascii"),
+        },
+    )
+
+
+class Rejection(NamedTuple):
+    """An input the engine refused after validation (e.g. beyond the dedupe horizon).
+
+    The engine does not know where the input came from; the caller turns this into a
+    dead letter with topic, partition, offset and the original bytes.
+    """
+
+    error: str
+    detail: str
