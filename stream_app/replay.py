@@ -1,0 +1,127 @@
+"""`stream-app replay`: the engine over JSON lines, without Kafka (DESIGN.md "Replay").
+
+Input lines are ``{"topic": "<input topic>", "value": {...}}`` or ``{"tick": "<time>"}``.
+Before a line is applied, now advances to the line's time (a usage record's ``end``,
+``updated_at`` or ``at`` for the others, or the tick), never backwards, and everything
+due on the way happens in time order, each at its own due instant. Output lines are
+``{"topic": "<output topic>", "key": "<iccid>", "value": {...}}``. A bad line becomes a
+dead letter whose ``offset`` is its line number (from 1), with partition 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any, BinaryIO
+
+import orjson
+
+from .domain import Output, SimState, due_at
+from .domain.outputs import dead_letter
+from .domain.timeutil import TimeFormatError, parse_time
+from .pipeline import Decision, Source, decide, decide_tick
+from .schedule import DueIndex
+from .settings import Settings
+from .topics import BILLING, REQUESTS, SUBSCRIPTIONS, USAGE
+
+_TIME_FIELD = {USAGE: "end", SUBSCRIPTIONS: "updated_at", BILLING: "at", REQUESTS: "at"}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class Replayer:
+    """Holds every SIM's state in memory and applies lines in file order."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.policy = settings.policy()
+        self.states: dict[str, SimState] = {}
+        self.due = DueIndex()
+        self.now: datetime | None = None
+        self._logical = {settings.topic(t): t for t in _TIME_FIELD}
+
+    def line(self, number: int, raw: bytes) -> list[Output]:
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return [self._bad(number, raw, "", "invalid_json", f"line is not JSON: {exc}")]
+        if not isinstance(obj, dict):
+            return [self._bad(number, raw, "", "not_an_object", "a line must be a JSON object")]
+        if "tick" in obj:
+            try:
+                return self.advance(parse_time(obj["tick"]))
+            except TimeFormatError as exc:
+                return [self._bad(number, raw, "", "bad_time", f"tick: {exc}")]
+        topic, value = obj.get("topic"), obj.get("value")
+        logical = self._logical.get(topic) if isinstance(topic, str) else None
+        if logical is None:
+            return [
+                self._bad(
+                    number,
+                    raw,
+                    str(topic or ""),
+                    "unknown_topic",
+                    f"topic must be one of {', '.join(sorted(self._logical))}",
+                )
+            ]
+        emitted = self.advance(_line_time(value, _TIME_FIELD[logical]))
+        payload = orjson.dumps(value)
+        decision = decide(
+            logical,
+            payload,
+            Source(str(topic), 0, number),
+            self.states.get,
+            self.now or _EPOCH,
+            self.policy,
+            self.settings.max_message_bytes,
+        )
+        self._keep(decision)
+        return emitted + decision.outputs
+
+    def advance(self, until: datetime | None) -> list[Output]:
+        """Move now forward to ``until``, running what falls due on the way in time order."""
+        if until is None or (self.now is not None and until <= self.now):
+            return []
+        emitted: list[Output] = []
+        for due, iccid in self.due.pop_due(until):
+            decision = decide_tick(self.states[iccid], due, self.policy)
+            self._keep(decision)
+            emitted.extend(decision.outputs)
+        self.now = until
+        return emitted
+
+    def _keep(self, decision: Decision) -> None:
+        if decision.state is not None and decision.iccid is not None:
+            self.states[decision.iccid] = decision.state
+            self.due.schedule(decision.iccid, due_at(decision.state, self.policy))
+
+    def _bad(self, number: int, raw: bytes, topic: str, error: str, detail: str) -> Output:
+        return dead_letter(topic, 0, number, error, detail, raw)
+
+    def encode(self, output: Output) -> bytes:
+        return orjson.dumps(
+            {"topic": self.settings.topic(output.topic), "key": output.key, "value": output.value}
+        )
+
+
+def _line_time(value: Any, name: str) -> datetime | None:
+    if isinstance(value, dict) and isinstance(value.get(name), str):
+        try:
+            return parse_time(value[name])
+        except TimeFormatError:
+            return None
+    return None
+
+
+def replay_lines(settings: Settings, lines: Iterable[bytes]) -> Iterator[bytes]:
+    """Encoded output lines for the input lines, in order (blank lines are skipped)."""
+    replayer = Replayer(settings)
+    for number, raw in enumerate(lines, start=1):
+        if raw.strip():
+            for output in replayer.line(number, raw.rstrip(b"\r\n")):
+                yield replayer.encode(output)
+
+
+def run(settings: Settings, source: BinaryIO, sink: BinaryIO) -> None:
+    for encoded in replay_lines(settings, source):
+        sink.write(encoded + b"\n")
+    sink.flush()

@@ -1,0 +1,238 @@
+"""Settings from the environment, in one frozen object that reports every bad value at once.
+
+All variables are prefixed ``STREAM_APP_`` except ``KAFKA_BOOTSTRAP_SERVERS``, the name
+every Kafka tool and operator already uses. Faust's own settings are given an env prefix
+(``STREAM_APP_FAUST_``) by the app factory, so unprefixed variables such as
+``BROKER_URL`` or a Kubernetes-injected ``WEB_PORT`` cannot override them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from .clock import Clock, SimulatedClock, WallClock
+from .domain import Policy
+from .domain.timeutil import TimeFormatError, parse_duration, parse_time, zone
+from .topics import REGISTRY, env_name
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """Every bad setting, one per line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid settings:\n  " + "\n  ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class Variable:
+    name: str
+    default: str
+    help: str
+
+
+# The documented configuration table (README "Configuration" is generated from this).
+VARIABLES: tuple[Variable, ...] = (
+    Variable("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092", "Kafka bootstrap servers, comma-separated"),
+    Variable("STREAM_APP_ID", "stream-app", "application id: consumer group and changelog prefix"),
+    Variable("STREAM_APP_PARTITIONS", "8", "partitions of every topic (inputs must be co-partitioned)"),
+    Variable("STREAM_APP_REPLICATION_FACTOR", "1", "replication factor of topics created by stream-app"),
+    Variable(
+        "STREAM_APP_TIMEZONE", "Asia/Shanghai", "billing time zone (a subscription's timezone overrides)"
+    ),
+    Variable("STREAM_APP_WARN_AT", "0.8,0.9,1.0", "default quota thresholds, fractions of the quota"),
+    Variable(
+        "STREAM_APP_DEDUPE_HORIZON", "7d", "records starting earlier than now minus this go to dead letters"
+    ),
+    Variable(
+        "STREAM_APP_FORECAST_HORIZON", "72h", "forecast alerts when exhaustion is projected within this"
+    ),
+    Variable("STREAM_APP_MAX_FUTURE_SKEW", "15m", "records ending later than now plus this are rejected"),
+    Variable("STREAM_APP_MAX_MESSAGE_BYTES", "65536", "larger input messages are rejected before parsing"),
+    Variable("STREAM_APP_CLOCK", "wall", "wall | simulated"),
+    Variable("STREAM_APP_CLOCK_START", "", "simulated clock: RFC 3339 time at the anchor"),
+    Variable("STREAM_APP_CLOCK_SPEED", "1", "simulated clock: simulated seconds per wall second"),
+    Variable(
+        "STREAM_APP_CLOCK_ANCHOR",
+        "",
+        "simulated clock: wall epoch seconds at which it shows START (default: start-up)",
+    ),
+    Variable(
+        "STREAM_APP_TICK_INTERVAL", "10s", "how often each owned partition is ticked (month starts etc.)"
+    ),
+    Variable("STREAM_APP_STORE", "memory://", "table store: memory:// or rocksdb://"),
+    Variable("STREAM_APP_DATA_DIR", ".stream-app-data", "worker data directory (tables)"),
+    Variable("STREAM_APP_STANDBY_REPLICAS", "1", "standby table replicas for fast failover"),
+    Variable("STREAM_APP_WEB_HOST", "127.0.0.1", "host name peers use to reach this worker's web server"),
+    Variable("STREAM_APP_WEB_PORT", "6066", "worker web server port"),
+    Variable("STREAM_APP_LOG_LEVEL", "info", "debug | info | warning | error"),
+    *(
+        Variable(env_name(spec.logical), spec.default_name, f"name of the {spec.logical} topic")
+        for spec in REGISTRY
+    ),
+)
+_DEFAULTS = {v.name: v.default for v in VARIABLES}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    bootstrap_servers: str
+    app_id: str
+    partitions: int
+    replication_factor: int
+    timezone: str
+    warn_at: tuple[float, ...]
+    dedupe_horizon: timedelta
+    forecast_horizon: timedelta
+    max_future_skew: timedelta
+    max_message_bytes: int
+    clock_kind: str
+    clock_start: datetime | None
+    clock_speed: float
+    clock_anchor: float
+    tick_interval: timedelta
+    store: str
+    data_dir: str
+    standby_replicas: int
+    web_host: str
+    web_port: int
+    log_level: str
+    topic_names: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        source = os.environ if env is None else env
+        problems: list[str] = []
+
+        def get(name: str, parse: Callable[[str], T], fallback: T) -> T:
+            raw = source.get(name, _DEFAULTS[name])
+            try:
+                return parse(raw.strip())
+            except (ValueError, TimeFormatError) as exc:
+                problems.append(f"{name}={raw!r}: {exc}")
+                return fallback
+
+        clock_kind = get("STREAM_APP_CLOCK", _choice("wall", "simulated"), "wall")
+        clock_start = get("STREAM_APP_CLOCK_START", _optional(parse_time), None)
+        if clock_kind == "simulated" and clock_start is None:
+            problems.append("STREAM_APP_CLOCK_START: required when STREAM_APP_CLOCK=simulated")
+        names = {
+            spec.logical: get(env_name(spec.logical), _topic_name, spec.default_name) for spec in REGISTRY
+        }
+        if len(set(names.values())) != len(names):
+            problems.append("STREAM_APP_TOPIC_*: two topics share one name")
+        settings = cls(
+            bootstrap_servers=get("KAFKA_BOOTSTRAP_SERVERS", _non_empty, "127.0.0.1:9092"),
+            app_id=get("STREAM_APP_ID", _topic_name, "stream-app"),
+            partitions=get("STREAM_APP_PARTITIONS", _int_range(1, 10_000), 8),
+            replication_factor=get("STREAM_APP_REPLICATION_FACTOR", _int_range(1, 100), 1),
+            timezone=get("STREAM_APP_TIMEZONE", _zone_name, "Asia/Shanghai"),
+            warn_at=get("STREAM_APP_WARN_AT", _fractions, (0.8, 0.9, 1.0)),
+            dedupe_horizon=get("STREAM_APP_DEDUPE_HORIZON", _positive_duration, timedelta(days=7)),
+            forecast_horizon=get("STREAM_APP_FORECAST_HORIZON", _positive_duration, timedelta(hours=72)),
+            max_future_skew=get("STREAM_APP_MAX_FUTURE_SKEW", parse_duration, timedelta(minutes=15)),
+            max_message_bytes=get("STREAM_APP_MAX_MESSAGE_BYTES", _int_range(256, 1 << 30), 65536),
+            clock_kind=clock_kind,
+            clock_start=clock_start,
+            clock_speed=get("STREAM_APP_CLOCK_SPEED", _positive_float, 1.0),
+            clock_anchor=get("STREAM_APP_CLOCK_ANCHOR", _optional(float), None) or time.time(),
+            tick_interval=get("STREAM_APP_TICK_INTERVAL", _positive_duration, timedelta(seconds=10)),
+            store=get("STREAM_APP_STORE", _choice("memory://", "rocksdb://"), "memory://"),
+            data_dir=get("STREAM_APP_DATA_DIR", _non_empty, ".stream-app-data"),
+            standby_replicas=get("STREAM_APP_STANDBY_REPLICAS", _int_range(0, 10), 1),
+            web_host=get("STREAM_APP_WEB_HOST", _non_empty, "127.0.0.1"),
+            web_port=get("STREAM_APP_WEB_PORT", _int_range(1, 65535), 6066),
+            log_level=get("STREAM_APP_LOG_LEVEL", _choice("debug", "info", "warning", "error"), "info"),
+            topic_names=names,
+        )
+        if problems:
+            raise SettingsError(problems)
+        return settings
+
+    def topic(self, logical: str) -> str:
+        return self.topic_names[logical]
+
+    def policy(self) -> Policy:
+        return Policy(
+            timezone=self.timezone,
+            warn_at=self.warn_at,
+            dedupe_horizon=self.dedupe_horizon,
+            forecast_horizon=self.forecast_horizon,
+            max_future_skew=self.max_future_skew,
+        )
+
+    def clock(self) -> Clock:
+        if self.clock_kind == "simulated" and self.clock_start is not None:
+            return SimulatedClock(self.clock_start, self.clock_speed, self.clock_anchor)
+        return WallClock()
+
+
+def _non_empty(raw: str) -> str:
+    if not raw:
+        raise ValueError("must not be empty")
+    return raw
+
+
+def _topic_name(raw: str) -> str:
+    if not raw or len(raw) > 200 or any(not (c.isalnum() or c in "._-") for c in raw):
+        raise ValueError("use letters, digits, '.', '_' and '-' only")
+    return raw
+
+
+def _int_range(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw)
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError("must be positive")
+    return value
+
+
+def _positive_duration(raw: str) -> timedelta:
+    value = parse_duration(raw)
+    if value <= timedelta(0):
+        raise ValueError("must be positive")
+    return value
+
+
+def _zone_name(raw: str) -> str:
+    zone(raw)
+    return raw
+
+
+def _fractions(raw: str) -> tuple[float, ...]:
+    values = sorted({float(part) for part in raw.split(",") if part.strip()})
+    if not values or any(not 0 < v <= 1 for v in values):
+        raise ValueError("a comma-separated list of fractions in (0, 1]")
+    return tuple(values)
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return raw
+
+    return parse
+
+
+def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def wrapped(raw: str) -> Any:
+        return parse(raw) if raw else None
+
+    return wrapped

@@ -1,0 +1,45 @@
+"""The one registry of topics: logical names, default Kafka names, direction, compaction.
+
+Every topic is keyed by ICCID and the input topics, the tick topic and the table
+changelog share one partition count, so one SIM's whole state lives in one partition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+USAGE, SUBSCRIPTIONS, BILLING, REQUESTS = "usage", "subscriptions", "billing", "requests"
+COMMANDS, ALERTS, CHARGES, AUDIT, DEADLETTER = "commands", "alerts", "charges", "audit", "deadletter"
+TICKS = "ticks"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    logical: str
+    default_name: str
+    direction: str
+    """in | out | internal"""
+    compacted: bool = False
+
+
+REGISTRY: tuple[TopicSpec, ...] = (
+    TopicSpec(USAGE, "sim.usage", "in"),
+    TopicSpec(SUBSCRIPTIONS, "sim.subscriptions", "in", compacted=True),
+    TopicSpec(BILLING, "sim.billing", "in"),
+    TopicSpec(REQUESTS, "sim.requests", "in"),
+    TopicSpec(COMMANDS, "sim.commands", "out"),
+    TopicSpec(ALERTS, "sim.alerts", "out"),
+    TopicSpec(CHARGES, "sim.charges", "out"),
+    TopicSpec(AUDIT, "sim.audit", "out"),
+    TopicSpec(DEADLETTER, "sim.deadletter", "out"),
+    # Per-partition ticks drive time-based work on the worker that owns the partition.
+    TopicSpec(TICKS, "sim.ticks", "internal"),
+)
+
+BY_LOGICAL = {spec.logical: spec for spec in REGISTRY}
+INPUTS = tuple(s.logical for s in REGISTRY if s.direction == "in")
+OUTPUTS = tuple(s.logical for s in REGISTRY if s.direction == "out")
+
+
+def env_name(logical: str) -> str:
+    return f"STREAM_APP_TOPIC_{logical.upper()}"
