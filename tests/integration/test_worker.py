@@ -1,0 +1,134 @@
+"""The worker on the real broker: usage in, commands, alerts and dead letters out."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from stream_app.domain.timeutil import format_time
+
+from .conftest import WorkerProcess, outputs_for, send, worker_env
+
+pytestmark = pytest.mark.integration
+
+GB = 1_000_000_000
+_counter = iter(range(10**9))
+
+
+def iccid() -> str:
+    return f"8986{next(_counter) + int(time.time() * 1000) % 10**9:016d}"
+
+
+def subscription(sim: str, quota: int, auto_suspend: bool = True, **extra: Any) -> dict[str, Any]:
+    return {
+        "iccid": sim,
+        "plan_id": "iot-1g",
+        "quota_bytes": quota,
+        "valid_from": "2026-01-01T00:00:00Z",
+        "expires_at": None,
+        "auto_suspend": auto_suspend,
+        "updated_at": format_time(datetime.now(UTC) - timedelta(days=1)),
+        **extra,
+    }
+
+
+def usage(sim: str, total: int, record_id: str, start: datetime | None = None) -> dict[str, Any]:
+    begin = start or datetime.now(UTC) - timedelta(minutes=10)
+    return {
+        "record_id": record_id,
+        "iccid": sim,
+        "carrier": "cmcc",
+        "start": format_time(begin),
+        "end": format_time(begin + timedelta(minutes=5)),
+        "bytes_up": total // 2,
+        "bytes_down": total - total // 2,
+    }
+
+
+@pytest.fixture
+def worker(kafka: str, start_worker: Callable[[dict[str, str]], WorkerProcess]) -> WorkerProcess:
+    return start_worker(worker_env(kafka))
+
+
+async def test_usage_reaching_the_quota_sends_one_suspend_command(
+    kafka: str, worker: WorkerProcess, producer: AIOKafkaProducer
+) -> None:
+    settings = worker.settings
+    sim = iccid()
+    out = await outputs_for(kafka, settings)
+    try:
+        await send(producer, settings, "subscriptions", subscription(sim, GB))
+        await send(producer, settings, "usage", usage(sim, 700_000_000, "a"))
+        await send(producer, settings, "usage", usage(sim, 300_000_000, "b"))
+        await send(producer, settings, "usage", usage(sim, 300_000_000, "c"))
+        await out.wait_for(lambda _: len(out.of("commands", iccid=sim)) >= 1)
+        await out.settle(2)
+    finally:
+        await out.consumer.stop()
+    [suspend] = out.of("commands", iccid=sim)
+    assert suspend["action"] == "suspend"
+    assert suspend["reason"] == "quota"
+    assert suspend["trigger"] == "usage"
+    assert suspend["cause"] == "b"
+    assert suspend["reasons"] == ["quota"]
+    assert len(suspend["command_id"]) == 32
+    assert [a["threshold"] for a in out.of("alerts", iccid=sim, kind="quota_threshold")] == [0.8, 0.9, 1.0]
+    assert [a["reason"] for a in out.of("audit", iccid=sim)] == ["quota"]
+
+
+async def test_duplicated_records_are_counted_once(
+    kafka: str, worker: WorkerProcess, producer: AIOKafkaProducer
+) -> None:
+    settings = worker.settings
+    sim = iccid()
+    out = await outputs_for(kafka, settings)
+    try:
+        await send(producer, settings, "subscriptions", subscription(sim, GB, auto_suspend=True))
+        record = usage(sim, 450_000_000, "dup")
+        for _ in range(3):
+            await send(producer, settings, "usage", record)
+        await send(producer, settings, "usage", usage(sim, 400_000_000, "other"))
+        await out.wait_for(lambda _: len(out.of("alerts", iccid=sim)) >= 1)
+        await out.settle(3)
+    finally:
+        await out.consumer.stop()
+    # 450 MB + 400 MB = 850 MB: the 80 % threshold, not the quota
+    [alert] = out.of("alerts", iccid=sim, kind="quota_threshold")
+    assert (alert["threshold"], alert["used_bytes"]) == (0.8, 850_000_000)
+    assert out.of("commands", iccid=sim) == []
+
+
+async def test_bad_input_goes_to_the_dead_letter_topic_and_the_partition_goes_on(
+    kafka: str, worker: WorkerProcess, producer: AIOKafkaProducer
+) -> None:
+    settings = worker.settings
+    sim = iccid()
+    out = await outputs_for(kafka, settings)
+    try:
+        await send(producer, settings, "usage", b"{not json", key=sim)
+        await send(producer, settings, "usage", {**usage(sim, 1, "neg"), "bytes_down": -1})
+        await send(producer, settings, "usage", {**usage(sim, 1, "big"), "pad": "x" * 70_000})
+        await send(producer, settings, "usage", usage(sim, 1, "wrong-key"), key=iccid())
+        await send(producer, settings, "subscriptions", subscription(sim, 100))
+        await send(producer, settings, "usage", usage(sim, 100, "valid-after-bad"))
+        await out.wait_for(
+            lambda _: len(out.of("commands", iccid=sim)) >= 1 and len(out.of("deadletter")) >= 4
+        )
+    finally:
+        await out.consumer.stop()
+    letters = out.of("deadletter")
+    assert sorted(d["error"] for d in letters) == sorted(
+        ["invalid_json", "negative_bytes", "too_large", "key_mismatch"]
+    )
+    for letter in letters:
+        assert letter["topic"] == settings.topic("usage")
+        assert letter["offset"] >= 0 and 0 <= letter["partition"] < settings.partitions
+    [garbage] = [d for d in letters if d["error"] == "invalid_json"]
+    assert base64.b64decode(garbage["payload_b64"]) == b"{not json"
+    assert out.of("commands", iccid=sim)[0]["cause"] == "valid-after-bad"

@@ -1,0 +1,139 @@
+"""Properties of the engine that hold whatever the data: exact counting, determinism."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import timedelta
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stream_app import codec
+from stream_app.domain import Policy, apply_subscription, apply_usage, new_state, subscription, usage_record
+from stream_app.domain.timeutil import format_time, month_of
+
+from .scenario import GB, ICCID, OTHER, line, replay, subscription_msg, t, tick_line
+
+BASE = t("2026-03-01T00:00:00+08:00")
+NOW = t("2026-04-05T00:00:00+08:00")
+
+records = st.lists(
+    st.tuples(
+        st.integers(min_value=0, max_value=34 * 24 * 60),  # start, minutes after BASE
+        st.integers(min_value=0, max_value=3 * GB),  # bytes
+        st.sampled_from([ICCID, OTHER]),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+def _usage(i: int, start_min: int, total: int, iccid: str) -> dict[str, object]:
+    start = BASE + timedelta(minutes=start_min)
+    return {
+        "record_id": f"cdr-{i}",
+        "iccid": iccid,
+        "carrier": "cmcc",
+        "start": format_time(start),
+        "end": format_time(start + timedelta(minutes=5)),
+        "bytes_up": total // 2,
+        "bytes_down": total - total // 2,
+    }
+
+
+@settings(max_examples=150, deadline=None)
+@given(records, st.data())
+def test_counted_bytes_equal_bytes_of_distinct_records_within_the_horizon(
+    recs: list[tuple[int, int, str]], data: st.DataObject
+) -> None:
+    policy = Policy(dedupe_horizon=timedelta(days=14))
+    messages = [_usage(i, *rec) for i, rec in enumerate(recs)]
+    # every record delivered 1-3 times, in any order
+    copies = [m for m in messages for _ in range(data.draw(st.integers(1, 3)))]
+    order = data.draw(st.permutations(copies))
+    states = {ICCID: new_state(ICCID, NOW, policy), OTHER: new_state(OTHER, NOW, policy)}
+    for message in order:
+        record = usage_record(message)
+        apply_usage(states[record.iccid], record, NOW, policy)
+
+    expected: dict[tuple[str, str], int] = defaultdict(int)
+    for message in messages:
+        record = usage_record(message)
+        if record.start >= NOW - policy.dedupe_horizon:
+            expected[(record.iccid, month_of(record.start, policy.timezone))] += record.total_bytes
+    counted = {
+        (iccid, month): usage.used_bytes
+        for iccid, state in states.items()
+        for month, usage in state.months.items()
+        if usage.used_bytes
+    }
+    assert counted == {k: v for k, v in expected.items() if v}
+
+
+def _scenario_lines(recs: list[tuple[int, int, str]]) -> list[bytes]:
+    lines = [
+        line("sim.subscriptions", subscription_msg(quota=4 * GB, updated_at="2026-02-28T00:00:00Z")),
+        line(
+            "sim.subscriptions",
+            subscription_msg(
+                iccid=OTHER, quota=2 * GB, auto_suspend=False, updated_at="2026-02-28T00:00:00Z"
+            ),
+        ),
+    ]
+    ordered = sorted(enumerate(recs), key=lambda item: item[1][0])
+    lines += [line("sim.usage", _usage(i, *rec)) for i, rec in ordered]
+    lines.append(tick_line("2026-05-02T00:00:00+08:00"))
+    return lines
+
+
+@settings(max_examples=100, deadline=None)
+@given(records, st.data())
+def test_injecting_duplicates_changes_no_output(
+    recs: list[tuple[int, int, str]], data: st.DataObject
+) -> None:
+    lines = _scenario_lines(recs)
+    usage_positions = [i for i, raw in enumerate(lines) if b'"sim.usage"' in raw]
+    with_dupes = list(lines)
+    for position in sorted(data.draw(st.lists(st.sampled_from(usage_positions), max_size=10)), reverse=True):
+        # a copy anywhere after its original never moves now (its end is already past)
+        target = data.draw(st.integers(position + 1, len(lines) - 1))
+        with_dupes.insert(target, lines[position])
+    # Within the horizon, that is: a copy arriving after it is a dead letter by R2.
+    env = {"STREAM_APP_DEDUPE_HORIZON": "60d"}
+    assert replay(with_dupes, env) == replay(lines, env)
+
+
+@settings(max_examples=60, deadline=None)
+@given(records)
+def test_replay_twice_gives_identical_output(recs: list[tuple[int, int, str]]) -> None:
+    lines = _scenario_lines(recs)
+    assert replay(lines) == replay(lines)
+
+
+@settings(max_examples=100, deadline=None)
+@given(records)
+def test_commands_alternate_suspend_restore_per_sim(recs: list[tuple[int, int, str]]) -> None:
+    out = replay(_scenario_lines(recs))
+    actions: dict[str, list[str]] = defaultdict(list)
+    for o in out:
+        if o["topic"] == "sim.commands":
+            actions[o["key"]].append(o["value"]["action"])
+    for sequence in actions.values():
+        assert sequence == ["suspend", "restore"] * (len(sequence) // 2) + ["suspend"] * (len(sequence) % 2)
+    assert len({o["value"]["command_id"] for o in out if o["topic"] == "sim.commands"}) == sum(
+        map(len, actions.values())
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(records)
+def test_state_survives_the_table_codec(recs: list[tuple[int, int, str]]) -> None:
+    policy = Policy()
+    state = new_state(ICCID, NOW, policy)
+    apply_subscription(state, subscription(subscription_msg(quota=GB, warn_at=[0.5, 1.0])), NOW, policy)
+    for i, rec in enumerate(recs):
+        apply_usage(state, usage_record(_usage(i, rec[0], rec[1], ICCID)), NOW, policy)
+    restored = codec.decode_state(codec.encode_state(state))
+    assert restored == state
+    assert orjson.loads(codec.encode_state(restored)) == orjson.loads(codec.encode_state(state))

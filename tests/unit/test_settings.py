@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from stream_app.clock import SimulatedClock, WallClock
+from stream_app.settings import VARIABLES, Settings, SettingsError
+
+from .scenario import t
+
+
+def test_defaults_follow_the_contract() -> None:
+    settings = Settings.from_env({})
+    assert settings.topic("usage") == "sim.usage"
+    assert settings.topic("deadletter") == "sim.deadletter"
+    assert settings.partitions == 8
+    policy = settings.policy()
+    assert policy.timezone == "Asia/Shanghai"
+    assert policy.warn_at == (0.8, 0.9, 1.0)
+    assert policy.dedupe_horizon == timedelta(days=7)
+    assert policy.forecast_horizon == timedelta(hours=72)
+    assert isinstance(settings.clock(), WallClock)
+
+
+def test_every_bad_value_is_reported_at_once() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(
+            {
+                "STREAM_APP_PARTITIONS": "zero",
+                "STREAM_APP_TIMEZONE": "Mars/Olympus",
+                "STREAM_APP_WARN_AT": "0.5,1.5",
+                "STREAM_APP_DEDUPE_HORIZON": "a week",
+                "STREAM_APP_CLOCK": "simulated",
+                "STREAM_APP_TOPIC_USAGE": "sim usage",
+            }
+        )
+    named = {problem.split("=")[0].split(":")[0] for problem in caught.value.problems}
+    assert named == {
+        "STREAM_APP_PARTITIONS",
+        "STREAM_APP_TIMEZONE",
+        "STREAM_APP_WARN_AT",
+        "STREAM_APP_DEDUPE_HORIZON",
+        "STREAM_APP_CLOCK_START",
+        "STREAM_APP_TOPIC_USAGE",
+    }
+
+
+def test_topic_names_are_configurable_and_must_differ() -> None:
+    assert Settings.from_env({"STREAM_APP_TOPIC_USAGE": "cdr.raw"}).topic("usage") == "cdr.raw"
+    with pytest.raises(SettingsError):
+        Settings.from_env({"STREAM_APP_TOPIC_ALERTS": "sim.commands"})
+
+
+def test_simulated_clock_runs_at_its_speed_from_its_anchor() -> None:
+    settings = Settings.from_env(
+        {
+            "STREAM_APP_CLOCK": "simulated",
+            "STREAM_APP_CLOCK_START": "2026-03-31T23:59:00+08:00",
+            "STREAM_APP_CLOCK_SPEED": "60",
+            "STREAM_APP_CLOCK_ANCHOR": "1000",
+        }
+    )
+    clock = settings.clock()
+    assert isinstance(clock, SimulatedClock)
+    assert clock.start == t("2026-03-31T23:59:00+08:00")
+    assert clock.speed == 60.0
+    assert clock.anchor == 1000.0
+
+
+def test_every_variable_is_documented_once() -> None:
+    names = [v.name for v in VARIABLES]
+    assert len(names) == len(set(names))
+    assert all(v.help for v in VARIABLES)
