@@ -14,7 +14,7 @@ from typing import Any
 
 from .timeutil import TimeFormatError, format_time, parse_time, zone
 
-ICCID = re.compile(r"^89[0-9A-F]{17,18}$")
+ICCID = re.compile(r"89[0-9A-F]{17,18}", re.ASCII)
 
 
 class InvalidInput(ValueError):
@@ -75,6 +75,8 @@ def _string(obj: dict[str, Any], name: str) -> str:
 
 def _byte_count(obj: dict[str, Any], name: str) -> int:
     value = _require(obj, name)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON has one number type: 1.0 is the integer 1
     if not isinstance(value, int) or isinstance(value, bool):
         raise InvalidInput("wrong_type", f"{name} must be an integer byte count")
     if value < 0:
@@ -93,10 +95,10 @@ def _time(obj: dict[str, Any], name: str) -> datetime:
 def iccid_of(obj: dict[str, Any]) -> str:
     """The normalised ICCID of a message, or ``InvalidInput('bad_iccid')``."""
     value = _require(obj, "iccid")
-    if not isinstance(value, str):
-        raise InvalidInput("bad_iccid", "iccid must be a string")
+    if not isinstance(value, str) or not value.isascii():
+        raise InvalidInput("bad_iccid", "iccid must be an ASCII string")
     iccid = value.upper()
-    if not ICCID.match(iccid):
+    if not ICCID.fullmatch(iccid):
         raise InvalidInput("bad_iccid", f"{value!r} is not 89 + 17-18 hex digits")
     return iccid
 
