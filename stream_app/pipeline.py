@@ -18,6 +18,8 @@ from .domain import (
     Output,
     Policy,
     SimState,
+    Subscription,
+    UsageRecord,
     apply_subscription,
     apply_tick,
     apply_usage,
@@ -51,6 +53,51 @@ class Decision(NamedTuple):
     """accepted | duplicate | late | unknown_sim | stale | invalid | rejected | error"""
 
 
+Input = UsageRecord | Subscription
+
+
+def parse(logical: str, raw: bytes | None, max_bytes: int, key: bytes | None = None) -> Input:
+    """Decode and validate one message of input topic ``logical``; raises InvalidInput.
+
+    ``key`` is the Kafka key (None in replay). It must be the message's ICCID: a SIM's
+    state lives in the partition its key hashes to, so a message keyed otherwise would
+    split that state (key_mismatch).
+    """
+    message = codec.decode_message(raw, max_bytes)
+    iccid = iccid_of(message)
+    if key is not None and key.decode(errors="replace").upper() != iccid:
+        raise InvalidInput("key_mismatch", "the Kafka key must be the message's ICCID")
+    if logical == USAGE:
+        return usage_record(message)
+    if logical == SUBSCRIPTIONS:
+        return subscription(message)
+    raise InvalidInput("unsupported_topic", f"{logical} messages are not processed yet")
+
+
+def apply(
+    item: Input,
+    source: Source,
+    raw: bytes | None,
+    load: Callable[[str], SimState | None],
+    now: datetime,
+    policy: Policy,
+) -> Decision:
+    """Run the engine for one valid input; ``raw`` is kept for a dead letter."""
+    iccid = item.iccid
+    try:
+        state = load(iccid) or new_state(iccid, now, policy)
+        if isinstance(item, UsageRecord):
+            step = apply_usage(state, item, now, policy)
+        else:
+            step = apply_subscription(state, item, now, policy)
+    except Exception as exc:  # a bug must not stall the partition; keep the evidence
+        log.exception("unexpected error on %s[%s]@%s", *source)
+        return rejected(source, raw, iccid, "internal_error", repr(exc), "error")
+    if step.rejection is not None:
+        return rejected(source, raw, iccid, step.rejection.error, step.rejection.detail, step.outcome)
+    return Decision(iccid, step.state, step.outputs, step.outcome)
+
+
 def decide(
     logical: str,
     raw: bytes | None,
@@ -61,32 +108,15 @@ def decide(
     max_bytes: int,
     key: bytes | None = None,
 ) -> Decision:
-    """Decide one message. ``key`` is the Kafka key, None in replay.
-
-    The key must be the message's ICCID: a SIM's state lives in the partition its key
-    hashes to, so a message keyed otherwise would split that state (key_mismatch).
-    """
-    iccid: str | None = None
+    """Parse and apply one message; never raises."""
     try:
-        message = codec.decode_message(raw, max_bytes)
-        iccid = iccid_of(message)
-        if key is not None and key.decode(errors="replace").upper() != iccid:
-            raise InvalidInput("key_mismatch", "the Kafka key must be the message's ICCID")
-        state = load(iccid) or new_state(iccid, now, policy)
-        if logical == USAGE:
-            step = apply_usage(state, usage_record(message), now, policy)
-        elif logical == SUBSCRIPTIONS:
-            step = apply_subscription(state, subscription(message), now, policy)
-        else:
-            raise InvalidInput("unsupported_topic", f"{logical} messages are not processed yet")
+        item = parse(logical, raw, max_bytes, key)
     except InvalidInput as exc:
-        return _rejected(source, raw, iccid, exc.code, exc.detail, "invalid")
-    except Exception as exc:  # a bug must not stall the partition; keep the evidence
-        log.exception("unexpected error on %s[%s]@%s", *source)
-        return _rejected(source, raw, iccid, "internal_error", repr(exc), "error")
-    if step.rejection is not None:
-        return _rejected(source, raw, iccid, step.rejection.error, step.rejection.detail, step.outcome)
-    return Decision(iccid, step.state, step.outputs, step.outcome)
+        return rejected(source, raw, None, exc.code, exc.detail, "invalid")
+    except Exception as exc:
+        log.exception("unexpected error decoding %s[%s]@%s", *source)
+        return rejected(source, raw, None, "internal_error", repr(exc), "error")
+    return apply(item, source, raw, load, now, policy)
 
 
 def decide_tick(state: SimState, now: datetime, policy: Policy) -> Decision:
@@ -94,9 +124,10 @@ def decide_tick(state: SimState, now: datetime, policy: Policy) -> Decision:
     return Decision(state.iccid, step.state, step.outputs, step.outcome)
 
 
-def _rejected(
+def rejected(
     source: Source, raw: bytes | None, iccid: str | None, error: str, detail: str, outcome: str
 ) -> Decision:
+    """A dead letter for a message that could not be applied; nothing is stored."""
     letter = dead_letter(
         source.topic, source.partition, source.offset, error, detail, raw or b"", key=iccid or ""
     )

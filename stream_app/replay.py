@@ -12,19 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import orjson
 
-from .domain import Output, SimState, due_at
+from .domain import InvalidInput, Output, SimState, UsageRecord, due_at
 from .domain.outputs import dead_letter
 from .domain.timeutil import TimeFormatError, parse_time
-from .pipeline import Decision, Source, decide, decide_tick
+from .pipeline import Decision, Source, apply, decide_tick, parse, rejected
 from .schedule import DueIndex
 from .settings import Settings
 from .topics import BILLING, REQUESTS, SUBSCRIPTIONS, USAGE
 
-_TIME_FIELD = {USAGE: "end", SUBSCRIPTIONS: "updated_at", BILLING: "at", REQUESTS: "at"}
+_LOGICAL_INPUTS = (USAGE, SUBSCRIPTIONS, BILLING, REQUESTS)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -37,7 +37,7 @@ class Replayer:
         self.states: dict[str, SimState] = {}
         self.due = DueIndex()
         self.now: datetime | None = None
-        self._logical = {settings.topic(t): t for t in _TIME_FIELD}
+        self._logical = {settings.topic(t): t for t in _LOGICAL_INPUTS}
 
     def line(self, number: int, raw: bytes) -> list[Output]:
         try:
@@ -63,17 +63,14 @@ class Replayer:
                     f"topic must be one of {', '.join(sorted(self._logical))}",
                 )
             ]
-        emitted = self.advance(_line_time(value, _TIME_FIELD[logical]))
-        payload = orjson.dumps(value)
-        decision = decide(
-            logical,
-            payload,
-            Source(str(topic), 0, number),
-            self.states.get,
-            self.now or _EPOCH,
-            self.policy,
-            self.settings.max_message_bytes,
-        )
+        source = Source(str(topic), 0, number)
+        try:
+            item = parse(logical, orjson.dumps(value), self.settings.max_message_bytes)
+        except InvalidInput as exc:
+            # An invalid line does not move now: its times cannot be trusted.
+            return rejected(source, raw, None, exc.code, exc.detail, "invalid").outputs
+        emitted = self.advance(item.end if isinstance(item, UsageRecord) else item.updated_at)
+        decision = apply(item, source, raw, self.states.get, self.now or _EPOCH, self.policy)
         self._keep(decision)
         return emitted + decision.outputs
 
@@ -101,15 +98,6 @@ class Replayer:
         return orjson.dumps(
             {"topic": self.settings.topic(output.topic), "key": output.key, "value": output.value}
         )
-
-
-def _line_time(value: Any, name: str) -> datetime | None:
-    if isinstance(value, dict) and isinstance(value.get(name), str):
-        try:
-            return parse_time(value[name])
-        except TimeFormatError:
-            return None
-    return None
 
 
 def replay_lines(settings: Settings, lines: Iterable[bytes]) -> Iterator[bytes]:

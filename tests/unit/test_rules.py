@@ -509,3 +509,26 @@ def test_r16_reprocessing_a_record_on_the_stored_state_gives_the_same_output_ids
     assert len(ids(first)) == 5
     # and once the state was stored, the record is recognised as a duplicate
     assert apply_usage(first.state, record, now, policy).outcome == "duplicate"
+
+
+def test_r15_an_invalid_line_does_not_move_replay_time() -> None:
+    # A garbage record claiming to end in 2099 must not make every later record "old".
+    garbage = {**usage_msg("2099-01-01T00:00:00Z", 1), "iccid": "not-an-iccid"}
+    out = replay(
+        [
+            sub_line(quota=1 * GB),
+            line("sim.usage", garbage),
+            usage_line("2026-03-10T00:00:00+08:00", 2 * GB),
+        ]
+    )
+    assert [d["error"] for d in of(out, "sim.deadletter")] == ["bad_iccid"]
+    assert len(of(out, "sim.commands", action="suspend")) == 1
+
+
+def test_r15_replay_dead_letters_carry_the_original_line() -> None:
+    import base64
+
+    raw = b'{"topic": "sim.usage", "value": {"record_id": "x", "bytes_up": 1e3}}'
+    [letter] = of(replay([raw]), "sim.deadletter")
+    assert base64.b64decode(letter["payload_b64"]) == raw
+    assert letter["topic"] == "sim.usage"
