@@ -56,7 +56,7 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable("STREAM_APP_MAX_FUTURE_SKEW", "15m", "records ending later than now plus this are rejected"),
     Variable("STREAM_APP_MAX_MESSAGE_BYTES", "65536", "larger input messages are rejected before parsing"),
-    Variable("STREAM_APP_CLOCK", "wall", "wall | simulated"),
+    Variable("STREAM_APP_CLOCK", "wall", "wall or simulated"),
     Variable("STREAM_APP_CLOCK_START", "", "simulated clock: RFC 3339 time at the anchor"),
     Variable("STREAM_APP_CLOCK_SPEED", "1", "simulated clock: simulated seconds per wall second"),
     Variable(
@@ -72,7 +72,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("STREAM_APP_STANDBY_REPLICAS", "1", "standby table replicas for fast failover"),
     Variable("STREAM_APP_WEB_HOST", "127.0.0.1", "host name peers use to reach this worker's web server"),
     Variable("STREAM_APP_WEB_PORT", "6066", "worker web server port"),
-    Variable("STREAM_APP_LOG_LEVEL", "info", "debug | info | warning | error"),
+    Variable("STREAM_APP_LOG_LEVEL", "info", "debug, info, warning or error"),
     *(
         Variable(env_name(spec.logical), spec.default_name, f"name of the {spec.logical} topic")
         for spec in REGISTRY
