@@ -4,13 +4,36 @@ Nothing in this package may import faust, aiokafka or do I/O; tests/unit/test_pu
 keeps it that way.
 """
 
-from .engine import Policy, Step, apply_subscription, apply_tick, apply_usage, due_at, new_state
-from .inputs import InvalidInput, Subscription, UsageRecord, iccid_of, subscription, usage_record
+from .engine import (
+    Step,
+    apply_balance,
+    apply_request,
+    apply_subscription,
+    apply_tick,
+    apply_usage,
+    new_state,
+)
+from .inputs import (
+    BalanceEvent,
+    InvalidInput,
+    ManualRequest,
+    Subscription,
+    UsageRecord,
+    balance_event,
+    iccid_of,
+    manual_request,
+    subscription,
+    usage_record,
+)
 from .outputs import Output, Rejection
+from .policy import Policy
 from .state import SimState, state_from_dict, state_to_dict
+from .timeline import due_at
 
 __all__ = [
+    "BalanceEvent",
     "InvalidInput",
+    "ManualRequest",
     "Output",
     "Policy",
     "Rejection",
@@ -18,11 +41,15 @@ __all__ = [
     "Step",
     "Subscription",
     "UsageRecord",
+    "apply_balance",
+    "apply_request",
     "apply_subscription",
     "apply_tick",
     "apply_usage",
+    "balance_event",
     "due_at",
     "iccid_of",
+    "manual_request",
     "new_state",
     "state_from_dict",
     "state_to_dict",

@@ -73,12 +73,17 @@ def _string(obj: dict[str, Any], name: str) -> str:
     return value
 
 
-def _byte_count(obj: dict[str, Any], name: str) -> int:
+def _integer(obj: dict[str, Any], name: str) -> int:
     value = _require(obj, name)
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # JSON has one number type: 1.0 is the integer 1
     if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidInput("wrong_type", f"{name} must be an integer byte count")
+        raise InvalidInput("wrong_type", f"{name} must be an integer")
+    return value
+
+
+def _byte_count(obj: dict[str, Any], name: str) -> int:
+    value = _integer(obj, name)
     if value < 0:
         raise InvalidInput("negative_bytes", f"{name} is negative ({value})")
     return value
@@ -157,4 +162,47 @@ def subscription(obj: dict[str, Any]) -> Subscription:
         warn_at=_warn_at(obj),
         timezone=tz,
         updated_at=_time(obj, "updated_at"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceEvent:
+    event_id: str
+    iccid: str
+    at: datetime
+    balance: int
+    """Minor units (fen); negative means arrears."""
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class ManualRequest:
+    request_id: str
+    iccid: str
+    action: str
+    """suspend | resume"""
+    at: datetime
+    requested_by: str
+
+
+def balance_event(obj: dict[str, Any]) -> BalanceEvent:
+    return BalanceEvent(
+        event_id=_string(obj, "event_id"),
+        iccid=iccid_of(obj),
+        at=_time(obj, "at"),
+        balance=_integer(obj, "balance"),
+        currency=_string(obj, "currency"),
+    )
+
+
+def manual_request(obj: dict[str, Any]) -> ManualRequest:
+    action = _string(obj, "action")
+    if action not in ("suspend", "resume"):
+        raise InvalidInput("bad_action", f"action must be suspend or resume, not {action!r}")
+    return ManualRequest(
+        request_id=_string(obj, "request_id"),
+        iccid=iccid_of(obj),
+        action=action,
+        at=_time(obj, "at"),
+        requested_by=_string(obj, "requested_by"),
     )

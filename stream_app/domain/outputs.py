@@ -141,3 +141,23 @@ class Rejection(NamedTuple):
 
     error: str
     detail: str
+
+
+def charge(
+    iccid: str, month: str, at: datetime, amount: int, currency: str, kind: str, occasion: str
+) -> Output:
+    """``occasion`` names the expiry being charged for, so a number that lives again
+    and expires again in the same month is charged under a new id."""
+    return Output(
+        CHARGES,
+        iccid,
+        {
+            "charge_id": derive_id("charge", iccid, month, kind, occasion),
+            "iccid": iccid,
+            "month": month,
+            "at": format_time(at),
+            "amount": amount,
+            "currency": currency,
+            "kind": kind,
+        },
+    )

@@ -9,6 +9,7 @@ own id next to the total it was added to (R2).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from .inputs import Subscription
@@ -41,6 +42,13 @@ class SimState:
     """record_id -> start (epoch seconds), kept while the start is within the horizon."""
     partition: int | None = None
     """The input partition the SIM lives in; lets a worker find its own SIMs after recovery."""
+    balance: int | None = None
+    balance_at: datetime | None = None
+    """Time of the balance event that set ``balance``; older events are ignored."""
+    expired_at: datetime | None = None
+    """The expiry time that put ``expiry`` in the set; the grace period counts from it."""
+    fired: set[str] = field(default_factory=set)
+    """Lifecycle occasions already acted on (expiry, warnings, charges), so each happens once."""
 
     @property
     def status(self) -> str:
@@ -98,6 +106,10 @@ def state_to_dict(state: SimState) -> dict[str, Any]:
         },
         "seen": state.seen,
         "p": state.partition,
+        "balance": state.balance,
+        "balance_at": format_time(state.balance_at) if state.balance_at else None,
+        "expired_at": format_time(state.expired_at) if state.expired_at else None,
+        "fired": sorted(state.fired),
     }
 
 
@@ -111,4 +123,8 @@ def state_from_dict(obj: dict[str, Any]) -> SimState:
         months={m: MonthUsage(u[0], list(u[1]), u[2], u[3], u[4]) for m, u in obj["months"].items()},
         seen=dict(obj["seen"]),
         partition=obj["p"],
+        balance=obj["balance"],
+        balance_at=parse_time(obj["balance_at"]) if obj["balance_at"] else None,
+        expired_at=parse_time(obj["expired_at"]) if obj["expired_at"] else None,
+        fired=set(obj["fired"]),
     )

@@ -28,9 +28,7 @@ class TimeFormatError(ValueError):
     """A time string that is not RFC 3339 with an explicit offset."""
 
 
-_RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII
-)
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII)
 
 
 def parse_time(text: str) -> datetime:
@@ -101,3 +99,16 @@ def parse_duration(text: str) -> timedelta:
     if not match:
         raise ValueError(f"not a duration: {text!r} (use e.g. 7d, 72h, 15m, 10s)")
     return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def add_months(instant: datetime, months: int, tz: str) -> datetime:
+    """The same local wall time ``months`` calendar months later in ``tz`` (day clamped
+    to the month's end: 31 Jan + 1 month = 28/29 Feb)."""
+    local = instant.astimezone(zone(tz))
+    index = local.year * 12 + local.month - 1 + months
+    year, month = divmod(index, 12)
+    month += 1
+    first_of_next = datetime(year + (month == 12), month % 12 + 1, 1)
+    last_day = (first_of_next - timedelta(days=1)).day
+    moved = local.replace(year=year, month=month, day=min(local.day, last_day), tzinfo=None)
+    return moved.replace(tzinfo=zone(tz)).astimezone(UTC)

@@ -1,0 +1,24 @@
+"""The worker-wide parameters of the rules (built from settings.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    timezone: str = "Asia/Shanghai"
+    warn_at: tuple[float, ...] = (0.8, 0.9, 1.0)
+    dedupe_horizon: timedelta = timedelta(days=7)
+    forecast_horizon: timedelta = timedelta(hours=72)
+    max_future_skew: timedelta = timedelta(minutes=15)
+    dedupe_max_ids: int = 200_000
+    """Safety cap per SIM; past it the oldest ids are forgotten."""
+    grace_months: int = 3
+    """Calendar months after expiry before the number is cancelled (R11)."""
+    expiry_warn_days: tuple[int, ...] = (30, 7, 1)
+    grace_warn_days: int = 7
+    retention_fee: int = 500
+    """Number-retention fee per started month while suspended for expiry, minor units."""
+    retention_currency: str = "CNY"

@@ -1,0 +1,137 @@
+"""The reason set (R5): what a step knows while deciding, and the only code that changes
+a SIM's reasons or status, so every change is commanded and audited the same way."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from . import outputs as out
+from .outputs import Output
+from .policy import Policy
+from .state import SimState
+
+QUOTA, ARREARS, EXPIRY, MANUAL = "quota", "arrears", "expiry", "manual"
+
+
+@dataclass(slots=True)
+class Ctx:
+    """One step: when it happens and what it emits."""
+
+    now: datetime
+    policy: Policy
+    emitted: list[Output] = field(default_factory=list)
+
+
+def timezone_of(state: SimState, policy: Policy) -> str:
+    sub = state.subscription
+    return sub.timezone if sub is not None and sub.timezone else policy.timezone
+
+
+def add_reason(
+    state: SimState, ctx: Ctx, reason: str, trigger: str, at: datetime, cause: str | None, occasion: str
+) -> None:
+    """Suspend when the set was empty; otherwise only audit. Nothing once cancelled."""
+    if state.cancelled or reason in state.reasons:
+        return
+    before, status_before = set(state.reasons), state.status
+    state.reasons.add(reason)
+    if not before:
+        ctx.emitted.append(
+            out.command(state.iccid, "suspend", reason, trigger, at, state.reasons, cause, occasion)
+        )
+    ctx.emitted.append(
+        out.audit(
+            state.iccid,
+            "reason_added",
+            reason,
+            trigger,
+            at,
+            before,
+            state.reasons,
+            status_before,
+            state.status,
+            cause,
+            occasion,
+        )
+    )
+
+
+def clear_reason(
+    state: SimState, ctx: Ctx, reason: str, trigger: str, at: datetime, cause: str | None, occasion: str
+) -> None:
+    """Restore when the set becomes empty; otherwise only audit. Nothing once cancelled."""
+    if state.cancelled or reason not in state.reasons:
+        return
+    before, status_before = set(state.reasons), state.status
+    state.reasons.discard(reason)
+    if not state.reasons:
+        ctx.emitted.append(
+            out.command(state.iccid, "restore", reason, trigger, at, state.reasons, cause, occasion)
+        )
+    ctx.emitted.append(
+        out.audit(
+            state.iccid,
+            "reason_cleared",
+            reason,
+            trigger,
+            at,
+            before,
+            state.reasons,
+            status_before,
+            state.status,
+            cause,
+            occasion,
+        )
+    )
+
+
+def cancel(state: SimState, ctx: Ctx, reason: str, trigger: str, at: datetime, occasion: str) -> None:
+    """Cancel the number (销户): terminal, the reasons are kept as they stood."""
+    if state.cancelled:
+        return
+    status_before = state.status
+    state.cancelled = True
+    ctx.emitted.append(out.command(state.iccid, "cancel", reason, trigger, at, state.reasons, None, occasion))
+    ctx.emitted.append(
+        out.audit(
+            state.iccid,
+            "cancelled",
+            reason,
+            trigger,
+            at,
+            state.reasons,
+            state.reasons,
+            status_before,
+            state.status,
+            None,
+            occasion,
+        )
+    )
+
+
+def start_new_life(state: SimState, ctx: Ctx, trigger: str, at: datetime, cause: str) -> None:
+    """A cancelled number given a new subscription starts clean (usage history is kept:
+    the carrier still bills the ICCID per month, and the dedupe memory must survive)."""
+    before = set(state.reasons)
+    state.cancelled = False
+    state.reasons.clear()
+    state.balance = None
+    state.balance_at = None
+    state.expired_at = None
+    state.fired.clear()
+    ctx.emitted.append(
+        out.audit(
+            state.iccid,
+            "new_life",
+            EXPIRY,
+            trigger,
+            at,
+            before,
+            state.reasons,
+            "cancelled",
+            state.status,
+            cause,
+            cause,
+        )
+    )
