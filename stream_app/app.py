@@ -30,7 +30,7 @@ from .domain import SimState, due_at
 from .pipeline import Decision, Source, decide, decide_tick
 from .schedule import DueIndex
 from .settings import Settings
-from .topics import OUTPUTS, SUBSCRIPTIONS, TICKS, USAGE
+from .topics import BILLING, OUTPUTS, REQUESTS, SUBSCRIPTIONS, TICKS, USAGE
 
 log = logging.getLogger("stream_app")
 
@@ -157,7 +157,8 @@ class Worker:
     def _install(self) -> None:
         app = self.app
         app.agent(self._topic(USAGE), name="usage")(self._input_agent(USAGE))
-        app.agent(self._topic(SUBSCRIPTIONS), name="subscriptions")(self._input_agent(SUBSCRIPTIONS))
+        for logical in (SUBSCRIPTIONS, BILLING, REQUESTS):
+            app.agent(self._topic(logical), name=logical)(self._input_agent(logical))
         app.agent(self.ticks, name="ticks")(self._on_tick)
         app.timer(self.settings.tick_interval.total_seconds(), name="send_ticks")(self._send_ticks)
 

@@ -14,26 +14,32 @@ from typing import NamedTuple
 
 from . import codec
 from .domain import (
+    BalanceEvent,
     InvalidInput,
+    ManualRequest,
     Output,
     Policy,
     SimState,
     Subscription,
     UsageRecord,
+    apply_balance,
+    apply_request,
     apply_subscription,
     apply_tick,
     apply_usage,
+    balance_event,
     iccid_of,
+    manual_request,
     new_state,
     subscription,
     usage_record,
 )
 from .domain.outputs import dead_letter
-from .topics import SUBSCRIPTIONS, USAGE
+from .topics import BILLING, REQUESTS, SUBSCRIPTIONS, USAGE
 
 log = logging.getLogger(__name__)
 
-HANDLED_INPUTS = (USAGE, SUBSCRIPTIONS)
+HANDLED_INPUTS = (USAGE, SUBSCRIPTIONS, BILLING, REQUESTS)
 
 
 class Source(NamedTuple):
@@ -50,10 +56,10 @@ class Decision(NamedTuple):
     """The SIM's new state to store, or None when nothing is to be stored."""
     outputs: list[Output]
     outcome: str
-    """accepted | duplicate | late | unknown_sim | stale | invalid | rejected | error"""
+    """The engine's outcome (see domain.engine.Step), or invalid | error."""
 
 
-Input = UsageRecord | Subscription
+Input = UsageRecord | Subscription | BalanceEvent | ManualRequest
 
 
 def parse(logical: str, raw: bytes | None, max_bytes: int, key: bytes | None = None) -> Input:
@@ -71,7 +77,11 @@ def parse(logical: str, raw: bytes | None, max_bytes: int, key: bytes | None = N
         return usage_record(message)
     if logical == SUBSCRIPTIONS:
         return subscription(message)
-    raise InvalidInput("unsupported_topic", f"{logical} messages are not processed yet")
+    if logical == BILLING:
+        return balance_event(message)
+    if logical == REQUESTS:
+        return manual_request(message)
+    raise InvalidInput("unsupported_topic", f"{logical} is not an input topic")
 
 
 def apply(
@@ -88,8 +98,12 @@ def apply(
         state = load(iccid) or new_state(iccid, now, policy)
         if isinstance(item, UsageRecord):
             step = apply_usage(state, item, now, policy)
-        else:
+        elif isinstance(item, Subscription):
             step = apply_subscription(state, item, now, policy)
+        elif isinstance(item, BalanceEvent):
+            step = apply_balance(state, item, now, policy)
+        else:
+            step = apply_request(state, item, now, policy)
     except Exception as exc:  # a bug must not stall the partition; keep the evidence
         log.exception("unexpected error on %s[%s]@%s", *source)
         return rejected(source, raw, iccid, "internal_error", repr(exc), "error")

@@ -16,10 +16,10 @@ from typing import BinaryIO
 
 import orjson
 
-from .domain import InvalidInput, Output, SimState, UsageRecord, due_at
+from .domain import InvalidInput, Output, SimState, Subscription, UsageRecord, due_at
 from .domain.outputs import dead_letter
 from .domain.timeutil import TimeFormatError, parse_time
-from .pipeline import Decision, Source, apply, decide_tick, parse, rejected
+from .pipeline import Decision, Input, Source, apply, decide_tick, parse, rejected
 from .schedule import DueIndex
 from .settings import Settings
 from .topics import BILLING, REQUESTS, SUBSCRIPTIONS, USAGE
@@ -69,7 +69,7 @@ class Replayer:
         except InvalidInput as exc:
             # An invalid line does not move now: its times cannot be trusted.
             return rejected(source, raw, None, exc.code, exc.detail, "invalid").outputs
-        emitted = self.advance(item.end if isinstance(item, UsageRecord) else item.updated_at)
+        emitted = self.advance(_time_of(item))
         decision = apply(item, source, raw, self.states.get, self.now or _EPOCH, self.policy)
         self._keep(decision)
         return emitted + decision.outputs
@@ -98,6 +98,15 @@ class Replayer:
         return orjson.dumps(
             {"topic": self.settings.topic(output.topic), "key": output.key, "value": output.value}
         )
+
+
+def _time_of(item: Input) -> datetime:
+    """A line's time: a usage record's end, a subscription's updated_at, or its at."""
+    if isinstance(item, UsageRecord):
+        return item.end
+    if isinstance(item, Subscription):
+        return item.updated_at
+    return item.at
 
 
 def replay_lines(settings: Settings, lines: Iterable[bytes]) -> Iterator[bytes]:

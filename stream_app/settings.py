@@ -56,6 +56,13 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable("STREAM_APP_MAX_FUTURE_SKEW", "15m", "records ending later than now plus this are rejected"),
     Variable("STREAM_APP_MAX_MESSAGE_BYTES", "65536", "larger input messages are rejected before parsing"),
+    Variable("STREAM_APP_GRACE_MONTHS", "3", "calendar months after expiry before the number is cancelled"),
+    Variable("STREAM_APP_EXPIRY_WARN_DAYS", "30,7,1", "expiry_upcoming alerts this many days before expiry"),
+    Variable("STREAM_APP_GRACE_WARN_DAYS", "7", "grace_ending alert this many days before cancellation"),
+    Variable(
+        "STREAM_APP_RETENTION_FEE", "500", "number-retention fee per month suspended for expiry (minor units)"
+    ),
+    Variable("STREAM_APP_RETENTION_CURRENCY", "CNY", "currency of the number-retention fee (ISO 4217)"),
     Variable("STREAM_APP_CLOCK", "wall", "wall or simulated"),
     Variable("STREAM_APP_CLOCK_START", "", "simulated clock: RFC 3339 time at the anchor"),
     Variable("STREAM_APP_CLOCK_SPEED", "1", "simulated clock: simulated seconds per wall second"),
@@ -93,6 +100,11 @@ class Settings:
     forecast_horizon: timedelta
     max_future_skew: timedelta
     max_message_bytes: int
+    grace_months: int
+    expiry_warn_days: tuple[int, ...]
+    grace_warn_days: int
+    retention_fee: int
+    retention_currency: str
     clock_kind: str
     clock_start: datetime | None
     clock_speed: float
@@ -139,6 +151,11 @@ class Settings:
             forecast_horizon=get("STREAM_APP_FORECAST_HORIZON", _positive_duration, timedelta(hours=72)),
             max_future_skew=get("STREAM_APP_MAX_FUTURE_SKEW", parse_duration, timedelta(minutes=15)),
             max_message_bytes=get("STREAM_APP_MAX_MESSAGE_BYTES", _int_range(256, 1 << 30), 65536),
+            grace_months=get("STREAM_APP_GRACE_MONTHS", _int_range(0, 120), 3),
+            expiry_warn_days=get("STREAM_APP_EXPIRY_WARN_DAYS", _day_list, (30, 7, 1)),
+            grace_warn_days=get("STREAM_APP_GRACE_WARN_DAYS", _int_range(0, 365), 7),
+            retention_fee=get("STREAM_APP_RETENTION_FEE", _int_range(0, 10**9), 500),
+            retention_currency=get("STREAM_APP_RETENTION_CURRENCY", _currency, "CNY"),
             clock_kind=clock_kind,
             clock_start=clock_start,
             clock_speed=get("STREAM_APP_CLOCK_SPEED", _positive_float, 1.0),
@@ -166,6 +183,11 @@ class Settings:
             dedupe_horizon=self.dedupe_horizon,
             forecast_horizon=self.forecast_horizon,
             max_future_skew=self.max_future_skew,
+            grace_months=self.grace_months,
+            expiry_warn_days=self.expiry_warn_days,
+            grace_warn_days=self.grace_warn_days,
+            retention_fee=self.retention_fee,
+            retention_currency=self.retention_currency,
         )
 
     def clock(self) -> Clock:
@@ -220,6 +242,19 @@ def _fractions(raw: str) -> tuple[float, ...]:
     if not values or any(not 0 < v <= 1 for v in values):
         raise ValueError("a comma-separated list of fractions in (0, 1]")
     return tuple(values)
+
+
+def _day_list(raw: str) -> tuple[int, ...]:
+    days = sorted({int(part) for part in raw.split(",") if part.strip()}, reverse=True)
+    if any(d < 1 or d > 365 for d in days):
+        raise ValueError("a comma-separated list of whole days between 1 and 365")
+    return tuple(days)
+
+
+def _currency(raw: str) -> str:
+    if len(raw) != 3 or not raw.isascii() or not raw.isupper():
+        raise ValueError("an ISO 4217 code such as CNY")
+    return raw
 
 
 def _choice(*allowed: str) -> Callable[[str], str]:
