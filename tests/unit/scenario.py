@@ -91,3 +91,38 @@ def of(outputs: list[dict[str, Any]], topic: str, **match: Any) -> list[dict[str
         for o in outputs
         if o["topic"] == topic and all(o["value"].get(k) == v for k, v in match.items())
     ]
+
+
+def balance_line(at: str, balance: int, iccid: str = ICCID, event_id: str | None = None) -> bytes:
+    return line(
+        "sim.billing",
+        {
+            "event_id": event_id or f"b{next(_ids)}",
+            "iccid": iccid,
+            "at": at,
+            "balance": balance,
+            "currency": "CNY",
+        },
+    )
+
+
+def request_line(at: str, action: str, iccid: str = ICCID, request_id: str | None = None) -> bytes:
+    return line(
+        "sim.requests",
+        {
+            "request_id": request_id or f"q{next(_ids)}",
+            "iccid": iccid,
+            "action": action,
+            "at": at,
+            "requested_by": "ops@example.com",
+        },
+    )
+
+
+def commands(outputs: list[dict[str, Any]], iccid: str = ICCID) -> list[tuple[str, str, str]]:
+    """(action, reason, trigger) of the SIM's commands, in order."""
+    return [
+        (o["value"]["action"], o["value"]["reason"], o["value"]["trigger"])
+        for o in outputs
+        if o["topic"] == "sim.commands" and o["key"] == iccid
+    ]

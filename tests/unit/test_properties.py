@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from datetime import timedelta
 
@@ -137,3 +138,93 @@ def test_state_survives_the_table_codec(recs: list[tuple[int, int, str]]) -> Non
     restored = codec.decode_state(codec.encode_state(state))
     assert restored == state
     assert orjson.loads(codec.encode_state(restored)) == orjson.loads(codec.encode_state(state))
+
+
+lifecycle_events = st.lists(
+    st.tuples(
+        st.integers(min_value=1, max_value=20 * 24),  # hours since the previous event
+        st.sampled_from(["usage", "usage", "debt", "pay", "suspend", "resume", "renew", "tick"]),
+        st.integers(min_value=0, max_value=2 * GB),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(lifecycle_events, st.integers(min_value=0, max_value=120), st.booleans())
+def test_commands_alternate_and_nothing_follows_cancel(
+    events: list[tuple[int, str, int]], expires_in_days: int, auto_suspend: bool
+) -> None:
+    """Whatever arrives in whatever order of reasons: never two suspends without a restore
+    between them, never a restore of a SIM that is not suspended, nothing after cancel."""
+    now = BASE
+    lines = [
+        line(
+            "sim.subscriptions",
+            subscription_msg(
+                quota=GB,
+                auto_suspend=auto_suspend,
+                updated_at=format_time(now),
+                expires_at=format_time(now + timedelta(days=expires_in_days)),
+            ),
+        )
+    ]
+    for n, (hours, kind, amount) in enumerate(events):
+        now += timedelta(hours=hours)
+        at = format_time(now)
+        if kind == "usage":
+            lines.append(
+                line(
+                    "sim.usage",
+                    {
+                        **_usage(n, 0, amount, ICCID),
+                        "start": format_time(now - timedelta(minutes=5)),
+                        "end": at,
+                    },
+                )
+            )
+        elif kind in ("debt", "pay"):
+            lines.append(
+                line(
+                    "sim.billing",
+                    {
+                        "event_id": f"e{n}",
+                        "iccid": ICCID,
+                        "at": at,
+                        "balance": -100 if kind == "debt" else 100,
+                        "currency": "CNY",
+                    },
+                )
+            )
+        elif kind in ("suspend", "resume"):
+            lines.append(
+                line(
+                    "sim.requests",
+                    {"request_id": f"q{n}", "iccid": ICCID, "action": kind, "at": at, "requested_by": "ops"},
+                )
+            )
+        elif kind == "renew":
+            lines.append(
+                line(
+                    "sim.subscriptions",
+                    subscription_msg(
+                        quota=GB,
+                        auto_suspend=auto_suspend,
+                        updated_at=at,
+                        expires_at=format_time(now + timedelta(days=amount % 90)),
+                    ),
+                )
+            )
+        else:
+            lines.append(tick_line(at))
+    out = replay(lines)
+    actions = [o["value"]["action"] for o in out if o["topic"] == "sim.commands"]
+    if "cancel" in actions:
+        assert actions.index("cancel") == len(actions) - 1
+        actions.pop()
+    assert actions == ["suspend", "restore"] * (len(actions) // 2) + ["suspend"] * (len(actions) % 2)
+    # the audit trail accounts for every command: reasons before/after chain without gaps
+    trail = [o["value"] for o in out if o["topic"] == "sim.audit"]
+    for previous, current in itertools.pairwise(trail):
+        assert previous["reasons_after"] == current["reasons_before"]

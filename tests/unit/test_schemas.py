@@ -140,6 +140,9 @@ def test_every_known_time_zone_matches_the_timezone_pattern() -> None:
 
 # --- b. every output of a realistic replay matches its topic's schema ------------------
 
+RENEWED = "89860012345678900001"  # expires, is renewed within the grace period
+LAPSED = "89860012345678900002"  # expires, is cancelled after the grace period, starts a new life
+
 
 def _line(topic: str, value: object) -> bytes:
     return orjson.dumps({"topic": topic, "value": value})
@@ -157,92 +160,182 @@ def _usage(record_id: str, iccid: str, start: str, end: str, total: int) -> dict
     }
 
 
-def _scenario() -> tuple[list[bytes], list[tuple[str, dict[str, Any], bool]]]:
-    """Replay lines, and the messages in them with their topic's schema and validity."""
-    sub_a = {
-        "iccid": ICCID,
+def _subscription(iccid: str, updated_at: str, expires_at: str | None) -> dict[str, Any]:
+    return {
+        "iccid": iccid,
         "plan_id": "iot-1g",
         "quota_bytes": 1 * GB,
         "valid_from": "2026-01-01T00:00:00+08:00",
-        "expires_at": "2027-01-01T00:00:00+08:00",
+        "expires_at": expires_at,
+        "auto_suspend": False,
+        "updated_at": updated_at,
+    }
+
+
+def _balance(event_id: str, iccid: str, at: str, balance: int) -> dict[str, Any]:
+    return {"event_id": event_id, "iccid": iccid, "at": at, "balance": balance, "currency": "CNY"}
+
+
+def _request(request_id: str, iccid: str, action: str, at: str) -> dict[str, Any]:
+    return {
+        "request_id": request_id,
+        "iccid": iccid,
+        "action": action,
+        "at": at,
+        "requested_by": "ops@example.com",
+    }
+
+
+class _Script:
+    """Replay lines, and the messages in them with their topic's schema and validity."""
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+        self.messages: list[tuple[str, dict[str, Any], bool]] = []
+        self._logical = {v: k for k, v in Settings.from_env({}).topic_names.items()}
+
+    def add(self, topic: str, value: dict[str, Any], valid: bool = True) -> None:
+        self.messages.append((SCHEMA_OF_TOPIC[self._logical[topic]], value, valid))
+        self.lines.append(_line(topic, value))
+
+    def tick(self, at: str) -> None:
+        self.lines.append(orjson.dumps({"tick": at}))
+
+    def raw(self, line: bytes) -> None:
+        self.lines.append(line)
+
+
+def _quota_and_bad_input(s: _Script) -> None:
+    """March and 1 April: quota suspend and month-start restore (R4, R6), thresholds,
+    forecast, a duplicate, unknown and late usage (R3, R8, R9, R14), bad input (R2, R15)."""
+    sub_a = {
+        **_subscription(ICCID, "2026-03-25T00:00:00+08:00", "2027-01-01T00:00:00+08:00"),
         "auto_suspend": True,
         "timezone": "Asia/Shanghai",
-        "updated_at": "2026-03-25T00:00:00+08:00",
         "crm_ref": "C-1",  # more fields may be added
     }
-    sub_b = {
-        "iccid": ICCID_LOWER,
-        "plan_id": "iot-1g",
-        "quota_bytes": 1 * GB,
-        "valid_from": "2026-01-01T00:00:00+08:00",
-        "expires_at": None,
-        "auto_suspend": False,
-        "warn_at": [0.5, 1.0],
-        "updated_at": "2026-03-25T00:00:01+08:00",
-    }
+    sub_b = {**_subscription(ICCID_LOWER, "2026-03-25T00:00:01+08:00", None), "warn_at": [0.5, 1.0]}
     a2 = _usage("a-2", ICCID, "2026-03-29T10:00:00+08:00", "2026-03-29T10:30:00+08:00", 450 * MB)
     negative = _usage("a-x", ICCID, "2026-03-30T12:00:00+08:00", "2026-03-30T12:10:00+08:00", MB)
     negative["bytes_up"] = -5
     missing = _usage("a-y", ICCID, "2026-03-30T12:00:00+08:00", "2026-03-30T12:10:00+08:00", MB)
     del missing["carrier"]
-    balance = {
-        "event_id": "bal-1",
-        "iccid": ICCID_LOWER,
-        "at": "2026-03-31T12:00:00+08:00",
-        "balance": -120,
-        "currency": "CNY",
-    }
-    request = {
-        "request_id": "req-1",
-        "iccid": ICCID,
-        "action": "suspend",
-        "at": "2026-04-01T09:00:00+08:00",
-        "requested_by": "ops@example.com",
-    }
-    messages: list[tuple[str, dict[str, Any], bool]] = []
-    lines: list[bytes] = []
-
-    def add(topic: str, value: dict[str, Any], valid: bool = True) -> None:
-        logical = {v: k for k, v in Settings.from_env({}).topic_names.items()}[topic]
-        messages.append((SCHEMA_OF_TOPIC[logical], value, valid))
-        lines.append(_line(topic, value))
-
-    add("sim.subscriptions", sub_a)
-    add("sim.subscriptions", sub_b)
-    add("sim.usage", _usage("a-1", ICCID, "2026-03-28T08:00:00+08:00", "2026-03-28T08:30:00+08:00", 500 * MB))
-    add(
+    s.add("sim.subscriptions", sub_a)
+    s.add("sim.subscriptions", sub_b)
+    s.add(
+        "sim.usage", _usage("a-1", ICCID, "2026-03-28T08:00:00+08:00", "2026-03-28T08:30:00+08:00", 500 * MB)
+    )
+    s.add(
         "sim.usage", _usage("b-1", ICCID_LOWER, "2026-03-28T09:00:00+08:00", "2026-03-28T09:40:00Z", 900 * MB)
     )
-    add("sim.usage", a2)  # 95 %: crosses 80 % and 90 % at once, and forecasts exhaustion
-    add("sim.usage", a2)  # duplicate: counted once
-    add("sim.usage", _usage("a-3", ICCID, "2026-03-30T10:00:00+08:00", "2026-03-30T10:20:00+08:00", 100 * MB))
-    add("sim.usage", _usage("u-1", UNKNOWN, "2026-03-30T11:00:00+08:00", "2026-03-30T11:05:00+08:00", MB))
-    lines.append(b'{"topic": "sim.usage", "value": {"record_id": ')  # not JSON
-    add(
+    s.add("sim.usage", a2)  # 95 %: crosses 80 % and 90 % at once, and forecasts exhaustion
+    s.add("sim.usage", a2)  # duplicate: counted once
+    s.add(
+        "sim.usage", _usage("a-3", ICCID, "2026-03-30T10:00:00+08:00", "2026-03-30T10:20:00+08:00", 100 * MB)
+    )
+    s.add("sim.usage", _usage("u-1", UNKNOWN, "2026-03-30T11:00:00+08:00", "2026-03-30T11:05:00+08:00", MB))
+    s.raw(b'{"topic": "sim.usage", "value": {"record_id": ')  # not JSON
+    s.add(
         "sim.usage",
         _usage("a-z", "8986-0012", "2026-03-30T12:00:00+08:00", "2026-03-30T12:10:00+08:00", 1),
         False,
     )
-    add("sim.usage", negative, False)
-    add("sim.usage", missing, False)
-    add("sim.billing", balance)
-    lines.append(orjson.dumps({"tick": "2026-04-01T00:00:30+08:00"}))  # month start: quota cleared
+    s.add("sim.usage", negative, False)
+    s.add("sim.usage", missing, False)
+    s.add("sim.billing", _balance("bal-1", ICCID_LOWER, "2026-03-31T12:00:00+08:00", -120))  # B: arrears
+    s.tick("2026-04-01T00:00:30+08:00")  # month start: A's quota cleared
     # Late record for March (start within the dedupe horizon) pushing B past its quota.
-    add(
+    s.add(
         "sim.usage",
         _usage("b-2", ICCID_LOWER, "2026-03-31T23:00:00+08:00", "2026-03-31T23:30:00+08:00", 200 * MB),
     )
     # Older than the dedupe horizon: valid, but dead-lettered for reconciliation.
-    add("sim.usage", _usage("a-0", ICCID, "2026-03-20T10:00:00+08:00", "2026-03-20T10:20:00+08:00", MB))
-    add("sim.requests", request)
-    lines.append(_line("sim.nope", {}))
-    lines.append(orjson.dumps({"tick": "2026-04-02T00:00:00+08:00"}))
-    return lines, messages
+    s.add("sim.usage", _usage("a-0", ICCID, "2026-03-20T10:00:00+08:00", "2026-03-20T10:20:00+08:00", MB))
+    s.raw(_line("sim.nope", {}))
+
+
+def _arrears_manual_and_quota_raised(s: _Script) -> None:
+    """1-2 April: manual suspend accepted and refused, arrears and payment with and
+    without other reasons (R5, R10, R13), and a quota raised over the month's usage (R7)."""
+    s.add("sim.requests", _request("req-1", ICCID, "suspend", "2026-04-01T09:00:00+08:00"))  # A: accepted
+    # B is in arrears: refused.
+    s.add("sim.requests", _request("req-2", ICCID_LOWER, "suspend", "2026-04-01T09:30:00+08:00"))
+    s.tick("2026-04-02T00:00:00+08:00")
+    s.add("sim.billing", _balance("bal-2", ICCID_LOWER, "2026-04-02T09:00:00+08:00", 0))  # B pays: restore
+    s.add("sim.billing", _balance("bal-3", ICCID, "2026-04-02T09:30:00+08:00", -1))  # A: audit only
+    s.add("sim.billing", _balance("bal-4", ICCID, "2026-04-02T09:45:00+08:00", 300))  # A: audit only
+    s.add("sim.requests", _request("req-3", ICCID_LOWER, "resume", "2026-04-02T10:00:00+08:00"))  # refused
+    s.add("sim.requests", _request("req-4", ICCID, "resume", "2026-04-02T10:30:00+08:00"))  # A: restore
+    # A over April's quota: suspend; then an add-on pack raises the quota: restore.
+    s.add(
+        "sim.usage", _usage("a-4", ICCID, "2026-04-02T11:00:00+08:00", "2026-04-02T11:30:00+08:00", 1100 * MB)
+    )
+    s.add(
+        "sim.subscriptions",
+        {
+            **_subscription(ICCID, "2026-04-02T12:00:00+08:00", "2027-01-01T00:00:00+08:00"),
+            "quota_bytes": 2 * GB,
+            "auto_suspend": True,
+        },
+    )
+
+
+def _expiry_renewal_cancel_and_new_life(s: _Script) -> None:
+    """April to September: warnings, expiry, retention charges, renewal in grace, grace
+    ending, cancellation and a new subscription after it (R11, R12)."""
+    s.add(
+        "sim.subscriptions", _subscription(RENEWED, "2026-04-03T00:00:00+08:00", "2026-05-15T00:00:00+08:00")
+    )
+    s.add(
+        "sim.subscriptions", _subscription(LAPSED, "2026-04-03T00:00:01+08:00", "2026-05-20T00:00:00+08:00")
+    )
+    s.tick("2026-04-16T00:00:00+08:00")  # 30 days before RENEWED expires
+    s.tick("2026-05-16T00:00:00+08:00")  # RENEWED: 7 and 1 days before, expired; LAPSED: 30 and 7 days
+    s.add("sim.requests", _request("req-5", RENEWED, "suspend", "2026-05-16T09:00:00+08:00"))  # refused
+    s.tick("2026-05-21T00:00:00+08:00")  # LAPSED: 1 day before, expired
+    s.tick("2026-06-01T00:00:30+08:00")  # month start: June's retention fee for both
+    # Renewal within the grace period: restore.
+    s.add(
+        "sim.subscriptions", _subscription(RENEWED, "2026-06-10T00:00:00+08:00", "2027-06-15T00:00:00+08:00")
+    )
+    s.tick("2026-08-21T00:00:00+08:00")  # LAPSED: July and August fees, grace ending, cancelled
+    s.tick("2026-09-01T00:00:30+08:00")  # no fee for a cancelled number
+    # A newer subscription with a later valid_from: the number's new life.
+    s.add(
+        "sim.subscriptions",
+        {
+            **_subscription(LAPSED, "2026-09-05T00:00:00+08:00", "2027-09-05T00:00:00+08:00"),
+            "valid_from": "2026-09-05T00:00:00+08:00",
+        },
+    )
+
+
+def _scenario() -> tuple[list[bytes], list[tuple[str, dict[str, Any], bool]]]:
+    """Replay lines, and the messages in them with their topic's schema and validity."""
+    script = _Script()
+    _quota_and_bad_input(script)
+    _arrears_manual_and_quota_raised(script)
+    _expiry_renewal_cancel_and_new_life(script)
+    return script.lines, script.messages
+
+
+@cache
+def _replay_cached() -> tuple[bytes, ...]:
+    lines, _ = _scenario()
+    return tuple(replay_lines(Settings.from_env({}), lines))
 
 
 def _replay() -> list[dict[str, Any]]:
-    lines, _ = _scenario()
-    return [orjson.loads(out) for out in replay_lines(Settings.from_env({}), lines)]
+    """Fresh decoded outputs on every call, so a test may change them."""
+    return [orjson.loads(out) for out in _replay_cached()]
+
+
+def _values(outputs: list[dict[str, Any]], topic: str, **match: Any) -> list[dict[str, Any]]:
+    return [
+        o["value"]
+        for o in outputs
+        if o["topic"] == topic and all(o["value"].get(k) == v for k, v in match.items())
+    ]
 
 
 def test_scenario_inputs_match_their_schemas_as_intended() -> None:
@@ -264,24 +357,42 @@ def test_every_replay_output_matches_the_schema_of_its_topic() -> None:
             assert output["key"] == output["value"]["iccid"]  # every topic is keyed by ICCID
 
 
+# Every (action, reason, trigger) the engine can emit: R4-R7, R10, R11, R13.
+EXPECTED_COMMANDS = {
+    ("suspend", "quota", "usage"),
+    ("restore", "quota", "month_start"),
+    ("restore", "quota", "quota_raised"),
+    ("suspend", "arrears", "balance"),
+    ("restore", "arrears", "payment"),
+    ("suspend", "expiry", "expiry_time"),
+    ("restore", "expiry", "renewal"),
+    ("cancel", "expiry", "grace_elapsed"),
+    ("suspend", "manual", "request"),
+    ("restore", "manual", "request"),
+}
+
+
 def test_the_replay_covers_every_output_kind_the_engine_emits() -> None:
     """Guards the test above against passing vacuously when the scenario stops producing."""
     outputs = _replay()
-
-    def values(topic: str) -> list[dict[str, Any]]:
-        return [o["value"] for o in outputs if o["topic"] == topic]
-
-    commands = {(c["action"], c["reason"], c["trigger"]) for c in values("sim.commands")}
-    assert {("suspend", "quota", "usage"), ("restore", "quota", "month_start")} <= commands
-    kinds = [a["kind"] for a in values("sim.alerts")]
-    assert {"quota_threshold", "quota_forecast", "unknown_sim", "late_usage"} <= set(kinds)
-    thresholds = [a["threshold"] for a in values("sim.alerts") if a["kind"] == "quota_threshold"]
-    assert thresholds.count(0.8) == 1  # the duplicate record did not fire anything twice
-    assert {(a["change"], a["reason"]) for a in values("sim.audit")} == {
-        ("reason_added", "quota"),
-        ("reason_cleared", "quota"),
+    commands = {(c["action"], c["reason"], c["trigger"]) for c in _values(outputs, "sim.commands")}
+    assert commands == EXPECTED_COMMANDS
+    assert {c["action"] for c in _values(outputs, "sim.commands")} == set(
+        schema("command")["properties"]["action"]["enum"]
+    )
+    kinds = {a["kind"] for a in _values(outputs, "sim.alerts")}
+    assert kinds == set(schema("alert")["properties"]["kind"]["enum"])  # the kinds of DESIGN.md
+    reasons = schema("audit")["$defs"]["reason"]["enum"]
+    assert {(a["change"], a["reason"]) for a in _values(outputs, "sim.audit")} == {
+        *((change, reason) for change in ("reason_added", "reason_cleared") for reason in reasons),
+        ("cancelled", "expiry"),
+        ("new_life", "expiry"),
     }
-    errors_seen = {d["error"] for d in values("sim.deadletter")}
+    assert {a["change"] for a in _values(outputs, "sim.audit")} == set(
+        schema("audit")["properties"]["change"]["enum"]
+    )
+    assert _values(outputs, "sim.charges")
+    errors_seen = {d["error"] for d in _values(outputs, "sim.deadletter")}
     assert {
         "invalid_json",
         "bad_iccid",
@@ -292,19 +403,144 @@ def test_the_replay_covers_every_output_kind_the_engine_emits() -> None:
     } <= errors_seen
 
 
-def test_hand_built_charge_from_design_matches_its_schema() -> None:
-    """The engine emits no charges yet (R11); the schema is written from DESIGN.md."""
-    charge = {
-        "charge_id": "0123456789abcdef0123456789abcdef",
-        "iccid": ICCID,
-        "month": "2026-04",
-        "amount": 500,
-        "currency": "CNY",
-        "kind": "number_retention",
+def test_the_replay_fires_each_threshold_once_per_sim_and_month() -> None:
+    thresholds = [
+        (a["iccid"], a["month"], a["threshold"])
+        for a in _values(_replay(), "sim.alerts", kind="quota_threshold")
+    ]
+    assert len(thresholds) == len(set(thresholds))  # the duplicate record did not fire anything twice
+    assert (ICCID, "2026-03", 0.8) in thresholds and (ICCID, "2026-04", 0.8) in thresholds
+
+
+def test_the_replay_only_commands_when_the_reason_set_empties_or_fills() -> None:
+    """R5: A's arrears came and went while it was manually suspended: audit only."""
+    outputs = _replay()
+    assert not _values(outputs, "sim.commands", iccid=ICCID, reason="arrears")
+    added, cleared = (
+        _values(outputs, "sim.audit", iccid=ICCID, reason="arrears", change=change)
+        for change in ("reason_added", "reason_cleared")
+    )
+    assert [(a["reasons_before"], a["reasons_after"]) for a in added + cleared] == [
+        (["manual"], ["arrears", "manual"]),
+        (["arrears", "manual"], ["manual"]),
+    ]
+    assert all(a["status_before"] == a["status_after"] == "suspended" for a in added + cleared)
+
+
+def test_the_replay_answers_each_manual_request() -> None:
+    outputs = _replay()
+    rejected = _values(outputs, "sim.alerts", kind="request_rejected")
+    assert {a["cause"] for a in rejected} == {"req-2", "req-3", "req-5"}
+    assert {c["cause"] for c in _values(outputs, "sim.commands", reason="manual")} == {"req-1", "req-4"}
+
+
+def test_the_replay_warns_charges_renews_cancels_and_starts_a_new_life() -> None:
+    outputs = _replay()
+    for iccid in (RENEWED, LAPSED):
+        warnings = _values(outputs, "sim.alerts", iccid=iccid, kind="expiry_upcoming")
+        assert len(warnings) == 3, warnings  # 30, 7 and 1 days before
+    charges = {
+        iccid: [c["month"] for c in _values(outputs, "sim.charges", iccid=iccid)]
+        for iccid in (RENEWED, LAPSED)
     }
-    assert errors("charge", charge) == []
-    for broken in ({**charge, "amount": 5.5}, {**charge, "kind": "late_fee"}, {**charge, "month": "2026-4"}):
-        assert not schema_accepts("charge", broken)
+    assert charges == {
+        RENEWED: ["2026-05", "2026-06"],
+        LAPSED: ["2026-05", "2026-06", "2026-07", "2026-08"],  # none once cancelled
+    }
+    assert {(c["amount"], c["currency"], c["kind"]) for c in _values(outputs, "sim.charges")} == {
+        (500, "CNY", "number_retention")
+    }
+    assert not _values(outputs, "sim.alerts", iccid=RENEWED, kind="grace_ending")
+    [grace] = _values(outputs, "sim.alerts", iccid=LAPSED, kind="grace_ending")
+    [cancel] = _values(outputs, "sim.commands", iccid=LAPSED, action="cancel")
+    assert grace["cancel_at"] == cancel["at"] == "2026-08-19T16:00:00Z"  # 3 months after expiry, Shanghai
+    assert cancel["reasons"] == ["expiry"] and cancel["cause"] is None
+    assert [a["change"] for a in _values(outputs, "sim.audit", iccid=LAPSED)] == [
+        "reason_added",
+        "cancelled",
+        "new_life",
+    ]
+    assert [c["action"] for c in _values(outputs, "sim.commands", iccid=RENEWED)] == ["suspend", "restore"]
+
+
+# Near misses of real outputs: each schema rule must refuse what the engine never emits.
+_ABSENT = object()  # as a value in a near miss: the field is left out
+_NEAR_MISSES: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
+    ("suspend_with_two_reasons", "sim.commands", {"action": "suspend"}, {"reasons": ["arrears", "manual"]}),
+    (
+        "suspend_with_other_reason",
+        "sim.commands",
+        {"action": "suspend", "reason": "quota"},
+        {"reasons": ["expiry"]},
+    ),
+    ("restore_with_reasons_left", "sim.commands", {"action": "restore"}, {"reasons": ["manual"]}),
+    ("cancel_without_expiry", "sim.commands", {"action": "cancel"}, {"reasons": ["arrears"]}),
+    ("cancel_for_arrears", "sim.commands", {"action": "cancel"}, {"reason": "arrears"}),
+    ("cancel_by_request", "sim.commands", {"action": "cancel"}, {"trigger": "request"}),
+    ("cancel_with_cause", "sim.commands", {"action": "cancel"}, {"cause": "req-1"}),
+    (
+        "arrears_by_request",
+        "sim.commands",
+        {"reason": "arrears", "action": "suspend"},
+        {"trigger": "request"},
+    ),
+    ("payment_without_cause", "sim.commands", {"trigger": "payment"}, {"cause": None}),
+    ("month_start_with_cause", "sim.commands", {"trigger": "month_start"}, {"cause": "a-1"}),
+    ("renewal_by_record", "sim.commands", {"trigger": "renewal"}, {"cause": "a-1"}),
+    ("added_but_absent", "sim.audit", {"change": "reason_added", "reason": "manual"}, {"reasons_after": []}),
+    (
+        "cleared_but_present",
+        "sim.audit",
+        {"change": "reason_cleared", "reason": "expiry"},
+        {"reasons_after": ["expiry"]},
+    ),
+    ("status_disagrees_with_set", "sim.audit", {"change": "reason_added"}, {"status_after": "active"}),
+    ("cancelled_by_payment", "sim.audit", {"change": "cancelled"}, {"trigger": "payment"}),
+    ("cancelled_still_suspended", "sim.audit", {"change": "cancelled"}, {"status_after": "suspended"}),
+    (
+        "cancelled_from_active",
+        "sim.audit",
+        {"change": "cancelled"},
+        {"reasons_before": [], "status_before": "active"},
+    ),
+    ("new_life_keeps_reasons", "sim.audit", {"change": "new_life"}, {"reasons_after": ["expiry"]}),
+    ("new_life_suspended", "sim.audit", {"change": "new_life"}, {"status_after": "suspended"}),
+    ("new_life_from_suspended", "sim.audit", {"change": "new_life"}, {"status_before": "suspended"}),
+    ("charge_without_at", "sim.charges", {}, {"at": _ABSENT}),
+    ("charge_in_floats", "sim.charges", {}, {"amount": 5.5}),
+    ("charge_of_other_kind", "sim.charges", {}, {"kind": "late_fee"}),
+    ("charge_bad_month", "sim.charges", {}, {"month": "2026-5"}),
+    ("grace_ending_without_cancel_at", "sim.alerts", {"kind": "grace_ending"}, {"cancel_at": _ABSENT}),
+    ("grace_ending_with_cause", "sim.alerts", {"kind": "grace_ending"}, {"cause": "a-1"}),
+    ("expiry_upcoming_without_expiry", "sim.alerts", {"kind": "expiry_upcoming"}, {"expires_at": _ABSENT}),
+    ("expiry_upcoming_with_month", "sim.alerts", {"kind": "expiry_upcoming"}, {"month": "2026-05"}),
+    ("rejection_without_request", "sim.alerts", {"kind": "request_rejected"}, {"cause": None}),
+    ("rejection_without_detail", "sim.alerts", {"kind": "request_rejected"}, {"detail": _ABSENT}),
+    (
+        "threshold_with_cancel_at",
+        "sim.alerts",
+        {"kind": "quota_threshold"},
+        {"cancel_at": "2026-08-19T16:00:00Z"},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("topic", "match", "change"), [pytest.param(t, m, c, id=name) for name, t, m, c in _NEAR_MISSES]
+)
+def test_schemas_refuse_near_misses_of_real_outputs(
+    topic: str, match: dict[str, Any], change: dict[str, Any]
+) -> None:
+    """The first emitted output matching ``match`` is valid; with ``change`` applied, it is not."""
+    name = {"sim.commands": "command", "sim.audit": "audit", "sim.charges": "charge", "sim.alerts": "alert"}[
+        topic
+    ]
+    found = _values(_replay(), topic, **match)
+    assert found, f"the scenario emits no {topic} output matching {match}"
+    real = found[0]
+    assert errors(name, real) == []
+    broken = {k: v for k, v in {**real, **change}.items() if v is not _ABSENT}
+    assert not schema_accepts(name, broken), broken
 
 
 @pytest.mark.parametrize(

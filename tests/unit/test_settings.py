@@ -72,3 +72,12 @@ def test_every_variable_is_documented_once() -> None:
     names = [v.name for v in VARIABLES]
     assert len(names) == len(set(names))
     assert all(v.help for v in VARIABLES)
+
+
+def test_the_readme_configuration_table_lists_every_variable_with_its_default() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for variable in VARIABLES:
+        default = f" `{variable.default}` " if variable.default else " "
+        assert f"| `{variable.name}` |{default}|" in readme, variable.name
