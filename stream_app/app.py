@@ -4,15 +4,14 @@ Design notes (see also ../shared/faust-notes.md):
 
 * Topics are consumed as raw bytes and parsed with orjson in pipeline.py; no
   faust.Record on the hot path.
-* One changelog-backed table ``sims`` holds each SIM's whole state as one encoded value.
-  Its changelog partition is the source event's partition, so every topic that writes
-  it (inputs and ticks) has the same partition count and is keyed by ICCID.
-* Time without traffic (R6): a timer on every worker sends a tick to each partition of
-  the tick topic it actively owns; the tick agent, running inside that partition's
-  event, rolls forward the SIMs found due in an in-memory due index. The index is built
-  from the table once per partition after each rebalance, then kept up to date by the
-  agents, so a tick never scans every SIM. A worker that was down across a boundary
-  catches up on its first tick.
+* One changelog-backed table ``sims`` holds each SIM's whole state as one encoded value,
+  keyed by the ICCID's bytes (the same bytes the topics are keyed by, so Faust's router
+  finds a SIM's owner). Its changelog partition is the source event's partition, so
+  every topic that writes it (inputs and ticks) has the same partition count.
+* Time without traffic (R6, R11, R12): a timer on every worker sends a tick to each
+  partition of the tick topic it actively owns; the tick agent, running inside that
+  partition's event, rolls forward the SIMs found due in the partition's due index
+  (ownership.py). A worker that was down across a boundary catches up on its first tick.
 * An exception escaping an agent would ack and drop the message; pipeline.decide turns
   every failure into a dead letter instead.
 """
@@ -20,21 +19,38 @@ Design notes (see also ../shared/faust-notes.md):
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
+from prometheus_client import CollectorRegistry
 
 from . import codec
-from .domain import SimState, due_at
+from .domain import SimState, UsageRecord
+from .logs import logging_config
+from .metrics import Metrics
+from .ownership import Books, PartitionBook, Summary, summary
 from .pipeline import Decision, Source, decide, decide_tick
-from .schedule import DueIndex
 from .settings import Settings
-from .topics import BILLING, OUTPUTS, REQUESTS, SUBSCRIPTIONS, TICKS, USAGE
+from .topics import (
+    ALERTS,
+    BILLING,
+    CHARGES,
+    COMMANDS,
+    DEADLETTER,
+    INPUTS,
+    OUTPUTS,
+    REQUESTS,
+    SUBSCRIPTIONS,
+    TICKS,
+    USAGE,
+)
 
 log = logging.getLogger("stream_app")
 
 TABLE = "sims"
+COUNTED = frozenset({"accepted", "late", "unknown_sim", "cancelled"})
 
 
 class Worker:
@@ -44,6 +60,8 @@ class Worker:
         self.settings = settings
         self.policy = settings.policy()
         self.clock = settings.clock()
+        self.registry = CollectorRegistry()
+        self.metrics = Metrics(self.registry)
         self.app = faust.App(
             settings.app_id,
             broker=[f"kafka://{host.strip()}" for host in settings.bootstrap_servers.split(",")],
@@ -64,7 +82,8 @@ class Worker:
         self.table = self.app.Table(TABLE, key_type=bytes, value_type=bytes, partitions=settings.partitions)
         self.outputs = {logical: self._topic(logical) for logical in OUTPUTS}
         self.ticks = self._topic(TICKS)
-        self.due_by_partition: dict[int, DueIndex] = {}
+        self.books = Books(self.policy)
+        self._loaded: dict[str, Summary] = {}
         self._install()
 
     def _topic(self, logical: str) -> Any:
@@ -79,56 +98,91 @@ class Worker:
 
     def load(self, iccid: str) -> SimState | None:
         raw = self.table.get(iccid.encode())
-        return codec.decode_state(raw) if raw is not None else None
+        if raw is None:
+            return None
+        state = codec.decode_state(raw)
+        self._loaded[iccid] = summary(state)
+        return state
 
-    async def apply(self, decision: Decision, partition: int) -> None:
+    async def apply(self, decision: Decision, partition: int, received: float | None) -> None:
         """Store the new state, then send the outputs (at-least-once: outputs may repeat
         after a crash, with the same ids; the state is never behind an output sent)."""
         if decision.state is not None and decision.iccid is not None:
             decision.state.partition = partition
             self.table[decision.iccid.encode()] = codec.encode_state(decision.state)
-            index = self.due_by_partition.get(partition)
-            if index is not None:
-                index.schedule(decision.iccid, due_at(decision.state, self.policy))
+            self.books.record(partition, self._loaded.pop(decision.iccid, None), decision.state)
         for output in decision.outputs:
             await self.outputs[output.topic].send(key=output.key.encode(), value=codec.encode(output.value))
-            if output.topic == "commands":
-                log.info("command %s", output.value)
+            self._observe(output.topic, output.value)
+        if decision.outputs and received is not None:
+            self.metrics.decision_latency.observe(max(time.time() - received, 0.0))
 
-    def due_index(self, partition: int) -> DueIndex:
-        """This partition's due index, built from the table on first use after a rebalance.
+    def _observe(self, topic: str, value: dict[str, Any]) -> None:
+        metrics = self.metrics
+        if topic == COMMANDS:
+            metrics.commands.labels(value["action"], value["reason"], value["trigger"]).inc()
+            log.info(
+                "command %s %s %s/%s %s",
+                value["action"],
+                value["iccid"],
+                value["reason"],
+                value["trigger"],
+                value["command_id"],
+                extra={"fields": value},
+            )
+        elif topic == ALERTS:
+            metrics.alerts.labels(value["kind"]).inc()
+            if value["kind"] == "request_rejected":
+                log.info(
+                    "request %s refused for %s: %s",
+                    value["cause"],
+                    value["iccid"],
+                    value["detail"],
+                    extra={"fields": value},
+                )
+        elif topic == CHARGES:
+            metrics.charges.labels(value["kind"]).inc()
+        elif topic == DEADLETTER:
+            metrics.dead_letters.labels(value["topic"], value["error"]).inc()
+
+    def book(self, partition: int) -> PartitionBook:
+        """This partition's book, built from the table on first use after a rebalance.
 
         The memory store's items() also yields standby and stale keys, so only states
         stored with this partition are taken.
         """
-        index = self.due_by_partition.get(partition)
-        if index is None:
-            index = DueIndex()
-            for _key, raw in self.table.items():
-                state = codec.decode_state(raw)
-                if state.partition == partition:
-                    index.schedule(state.iccid, due_at(state, self.policy))
-            self.due_by_partition[partition] = index
-            log.info("due index for partition %d: %d SIMs", partition, len(index))
-        return index
+        book = self.books.partitions.get(partition)
+        if book is None:
+            states = (codec.decode_state(raw) for _key, raw in self.table.items())
+            book = self.books.build(partition, (s for s in states if s.partition == partition))
+            log.info("partition %d: %d SIMs, %d due", partition, sum(book.statuses.values()), len(book.due))
+        return book
 
     # --- agents --------------------------------------------------------------------
 
     def _input_agent(self, logical: str) -> Callable[[Any], Awaitable[None]]:
+        metrics = self.metrics
+
         async def agent(stream: Any) -> None:
             async for event in stream.events():
                 message = event.message
+                now = self.clock.now()
                 decision = decide(
                     logical,
                     event.value,
                     Source(message.topic, message.partition, message.offset),
                     self.load,
-                    self.clock.now(),
+                    now,
                     self.policy,
                     self.settings.max_message_bytes,
                     key=event.key,
                 )
-                await self.apply(decision, message.partition)
+                await self.apply(decision, message.partition, message.timestamp)
+                metrics.input_messages.labels(logical, decision.outcome).inc()
+                if isinstance(decision.item, UsageRecord):
+                    metrics.freshness.observe(max((now - decision.item.end).total_seconds(), 0.0))
+                    if decision.outcome in COUNTED:
+                        metrics.usage_bytes.inc(decision.item.total_bytes)
 
         agent.__name__ = f"on_{logical}"
         return agent
@@ -137,39 +191,84 @@ class Worker:
         async for event in stream.events():
             partition = event.message.partition
             now = self.clock.now()
-            for _due, iccid in list(self.due_index(partition).pop_due(now)):
+            started = time.monotonic()
+            due = list(self.book(partition).due.pop_due(now))
+            for _due, iccid in due:
                 state = self.load(iccid)
                 if state is not None:
-                    await self.apply(decide_tick(state, now, self.policy), partition)
+                    await self.apply(decide_tick(state, now, self.policy), partition, None)
+            if due:
+                self.metrics.swept_sims.inc(len(due))
+                self.metrics.sweep_timestamp.set(time.time())
+                self.metrics.sweep_duration.set(time.monotonic() - started)
 
-    async def _send_ticks(self) -> None:
+    async def _every_tick_interval(self) -> None:
         # An exception escaping a timer crashes the whole worker: log and go on.
         try:
-            if self.app.rebalancing:
-                return
-            name = self.ticks.get_topic_name()
-            for tp in self.app.assignor.assigned_actives():
-                if tp.topic == name:
-                    await self.ticks.send(key=b"tick", value=b"{}", partition=tp.partition)
+            if not self.app.rebalancing:
+                name = self.ticks.get_topic_name()
+                for tp in self.app.assignor.assigned_actives():
+                    if tp.topic == name:
+                        await self.ticks.send(key=b"tick", value=b"{}", partition=tp.partition)
+            self._refresh_gauges()
         except Exception:
-            log.exception("sending ticks failed")
+            log.exception("tick timer failed")
+
+    def _refresh_gauges(self) -> None:
+        metrics = self.metrics
+        statuses, reasons = self.books.totals()
+        for status in ("active", "suspended", "cancelled"):
+            metrics.sims.labels(status).set(statuses[status])
+        for reason in ("quota", "arrears", "expiry", "manual"):
+            metrics.suspended_sims.labels(reason).set(reasons[reason])
+        inputs = {self.settings.topic(t) for t in INPUTS}
+        consumer = self.app.consumer
+        committed = getattr(consumer, "_committed_offset", {})
+        owned = 0
+        metrics.consumer_lag.clear()
+        for tp in self.app.assignor.assigned_actives():
+            if tp.topic not in inputs:
+                continue
+            owned += tp.topic == self.settings.topic(USAGE)
+            end, done = consumer.highwater(tp), committed.get(tp)
+            if end is not None:
+                metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(end - (done or 0), 0))
+        metrics.owned_partitions.set(owned)
+
+    def ready(self) -> bool:
+        """Owns partitions and has recovered its tables (and is not rebalancing)."""
+        app = self.app
+        try:
+            owns = bool(app.assignor.assigned_actives())
+        except Exception:
+            return False
+        return owns and bool(app.tables.actives_ready) and not app.rebalancing
 
     def _install(self) -> None:
+        from .web import install_views
+
         app = self.app
         app.agent(self._topic(USAGE), name="usage")(self._input_agent(USAGE))
         for logical in (SUBSCRIPTIONS, BILLING, REQUESTS):
             app.agent(self._topic(logical), name=logical)(self._input_agent(logical))
         app.agent(self.ticks, name="ticks")(self._on_tick)
-        app.timer(self.settings.tick_interval.total_seconds(), name="send_ticks")(self._send_ticks)
+        app.timer(self.settings.tick_interval.total_seconds(), name="every_tick_interval")(
+            self._every_tick_interval
+        )
 
-        def forget_due_indexes(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-            self.due_by_partition.clear()
+        def forget_books(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+            self.books.clear()
 
-        app.on_partitions_revoked.connect(forget_due_indexes)
-        app.on_partitions_assigned.connect(forget_due_indexes)
+        app.on_partitions_revoked.connect(forget_books)
+        app.on_partitions_assigned.connect(forget_books)
+        install_views(self)
 
 
 def run_worker(settings: Settings) -> None:
     """Run a worker in the foreground until interrupted."""
     worker = Worker(settings)
-    faust.Worker(worker.app, loglevel=settings.log_level).execute_from_commandline()
+    faust.Worker(
+        worker.app,
+        loglevel=settings.log_level,
+        logging_config=logging_config(settings.log_format, settings.log_level),
+    ).execute_from_commandline()

@@ -57,6 +57,8 @@ class Decision(NamedTuple):
     outputs: list[Output]
     outcome: str
     """The engine's outcome (see domain.engine.Step), or invalid | error."""
+    item: UsageRecord | Subscription | BalanceEvent | ManualRequest | None = None
+    """The validated input, when it was valid."""
 
 
 Input = UsageRecord | Subscription | BalanceEvent | ManualRequest
@@ -109,7 +111,7 @@ def apply(
         return rejected(source, raw, iccid, "internal_error", repr(exc), "error")
     if step.rejection is not None:
         return rejected(source, raw, iccid, step.rejection.error, step.rejection.detail, step.outcome)
-    return Decision(iccid, step.state, step.outputs, step.outcome)
+    return Decision(iccid, step.state, step.outputs, step.outcome, item)
 
 
 def decide(

@@ -80,6 +80,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("STREAM_APP_WEB_HOST", "127.0.0.1", "host name peers use to reach this worker's web server"),
     Variable("STREAM_APP_WEB_PORT", "6066", "worker web server port"),
     Variable("STREAM_APP_LOG_LEVEL", "info", "debug, info, warning or error"),
+    Variable("STREAM_APP_LOG_FORMAT", "text", "text (human-readable) or json (one object per line)"),
     *(
         Variable(env_name(spec.logical), spec.default_name, f"name of the {spec.logical} topic")
         for spec in REGISTRY
@@ -116,6 +117,7 @@ class Settings:
     web_host: str
     web_port: int
     log_level: str
+    log_format: str
     topic_names: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -167,6 +169,7 @@ class Settings:
             web_host=get("STREAM_APP_WEB_HOST", _non_empty, "127.0.0.1"),
             web_port=get("STREAM_APP_WEB_PORT", _int_range(1, 65535), 6066),
             log_level=get("STREAM_APP_LOG_LEVEL", _choice("debug", "info", "warning", "error"), "info"),
+            log_format=get("STREAM_APP_LOG_FORMAT", _choice("text", "json"), "text"),
             topic_names=names,
         )
         if problems:

@@ -9,7 +9,7 @@ from datetime import datetime
 from . import outputs as out
 from .outputs import Output
 from .policy import Policy
-from .state import SimState
+from .state import HISTORY_LENGTH, SimState
 
 QUOTA, ARREARS, EXPIRY, MANUAL = "quota", "arrears", "expiry", "manual"
 
@@ -28,6 +28,13 @@ def timezone_of(state: SimState, policy: Policy) -> str:
     return sub.timezone if sub is not None and sub.timezone else policy.timezone
 
 
+def _command(ctx: Ctx, state: SimState, command: Output) -> None:
+    ctx.emitted.append(command)
+    value = command.value
+    state.history.append({k: value[k] for k in ("command_id", "action", "reason", "trigger", "at", "cause")})
+    del state.history[:-HISTORY_LENGTH]
+
+
 def add_reason(
     state: SimState, ctx: Ctx, reason: str, trigger: str, at: datetime, cause: str | None, occasion: str
 ) -> None:
@@ -37,8 +44,10 @@ def add_reason(
     before, status_before = set(state.reasons), state.status
     state.reasons.add(reason)
     if not before:
-        ctx.emitted.append(
-            out.command(state.iccid, "suspend", reason, trigger, at, state.reasons, cause, occasion)
+        _command(
+            ctx,
+            state,
+            out.command(state.iccid, "suspend", reason, trigger, at, state.reasons, cause, occasion),
         )
     ctx.emitted.append(
         out.audit(
@@ -66,8 +75,10 @@ def clear_reason(
     before, status_before = set(state.reasons), state.status
     state.reasons.discard(reason)
     if not state.reasons:
-        ctx.emitted.append(
-            out.command(state.iccid, "restore", reason, trigger, at, state.reasons, cause, occasion)
+        _command(
+            ctx,
+            state,
+            out.command(state.iccid, "restore", reason, trigger, at, state.reasons, cause, occasion),
         )
     ctx.emitted.append(
         out.audit(
@@ -92,7 +103,9 @@ def cancel(state: SimState, ctx: Ctx, reason: str, trigger: str, at: datetime, o
         return
     status_before = state.status
     state.cancelled = True
-    ctx.emitted.append(out.command(state.iccid, "cancel", reason, trigger, at, state.reasons, None, occasion))
+    _command(
+        ctx, state, out.command(state.iccid, "cancel", reason, trigger, at, state.reasons, None, occasion)
+    )
     ctx.emitted.append(
         out.audit(
             state.iccid,

@@ -16,6 +16,7 @@ from .inputs import Subscription
 from .timeutil import format_time, parse_time
 
 ACTIVE, SUSPENDED, CANCELLED = "active", "suspended", "cancelled"
+HISTORY_LENGTH = 5
 
 
 @dataclass(slots=True)
@@ -49,6 +50,8 @@ class SimState:
     """The expiry time that put ``expiry`` in the set; the grace period counts from it."""
     fired: set[str] = field(default_factory=set)
     """Lifecycle occasions already acted on (expiry, warnings, charges), so each happens once."""
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """The last commands sent, newest last (for "why is this card stopped?")."""
 
     @property
     def status(self) -> str:
@@ -110,6 +113,7 @@ def state_to_dict(state: SimState) -> dict[str, Any]:
         "balance_at": format_time(state.balance_at) if state.balance_at else None,
         "expired_at": format_time(state.expired_at) if state.expired_at else None,
         "fired": sorted(state.fired),
+        "history": state.history,
     }
 
 
@@ -127,4 +131,5 @@ def state_from_dict(obj: dict[str, Any]) -> SimState:
         balance_at=parse_time(obj["balance_at"]) if obj["balance_at"] else None,
         expired_at=parse_time(obj["expired_at"]) if obj["expired_at"] else None,
         fired=set(obj["fired"]),
+        history=list(obj["history"]),
     )

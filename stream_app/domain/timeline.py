@@ -115,9 +115,17 @@ def _charge_retention(state: SimState, ctx: Ctx, month: str, at: datetime) -> No
         return
     state.fired.add(key)
     policy = ctx.policy
-    ctx.emitted.append(out.charge(
-        state.iccid, month, at, policy.retention_fee, policy.retention_currency,
-        "number_retention", occasion=format_time(state.expired_at)))
+    ctx.emitted.append(
+        out.charge(
+            state.iccid,
+            month,
+            at,
+            policy.retention_fee,
+            policy.retention_currency,
+            "number_retention",
+            occasion=format_time(state.expired_at),
+        )
+    )
 
 
 def _expiry_upcoming(state: SimState, ctx: Ctx, warnings: list[Due]) -> None:

@@ -1,0 +1,69 @@
+"""One SIM as an operator asks about it: status, why, plan, usage, forecast, what's next."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from .engine import apply_tick
+from .policy import Policy
+from .reasons import timezone_of
+from .state import SimState, state_from_dict, state_to_dict
+from .timeline import CANCEL, EXPIRE, EXPIRY_UPCOMING, GRACE_ENDING, MONTH_START, cancel_at, pending
+from .timeutil import format_time, month_bounds
+
+_EVENT_NAMES = {
+    CANCEL: "cancel",
+    MONTH_START: "month_start",
+    EXPIRE: "expiry",
+    GRACE_ENDING: "grace_ending",
+    EXPIRY_UPCOMING: "expiry_upcoming",
+}
+
+
+def _time(value: datetime | None) -> str | None:
+    return format_time(value) if value is not None else None
+
+
+def describe(stored: SimState, now: datetime, policy: Policy) -> dict[str, Any]:
+    """The SIM as of ``now``: a copy is rolled forward first, so a month start that is
+    due but not yet swept already shows (the stored state is left untouched)."""
+    state = apply_tick(state_from_dict(state_to_dict(stored)), now, policy).state
+    sub = state.subscription
+    used = state.usage(state.month).used_bytes if state.month in state.months else 0
+    quota = sub.quota_bytes if sub is not None else None
+    forecast = None
+    if quota is not None and 0 < used < quota:
+        month_start, month_end = month_bounds(state.month, timezone_of(state, policy))
+        elapsed = (now - month_start).total_seconds()
+        if elapsed > 0:
+            at = now + timedelta(seconds=round((quota - used) * elapsed / used))
+            forecast = {"exhaustion_at": format_time(at), "before_month_end": at < month_end}
+    due = min(pending(state, policy))
+    return {
+        "iccid": state.iccid,
+        "status": state.status,
+        "reasons": sorted(state.reasons),
+        "plan": None
+        if sub is None
+        else {
+            "plan_id": sub.plan_id,
+            "quota_bytes": sub.quota_bytes,
+            "auto_suspend": sub.auto_suspend,
+            "valid_from": format_time(sub.valid_from),
+            "expires_at": _time(sub.expires_at),
+            "timezone": timezone_of(state, policy),
+            "warn_at": list(sub.warn_at if sub.warn_at is not None else policy.warn_at),
+            "updated_at": format_time(sub.updated_at),
+        },
+        "month": state.month,
+        "used_bytes": used,
+        "remaining_bytes": None if quota is None else max(quota - used, 0),
+        "forecast": forecast,
+        "balance": state.balance,
+        "expired_at": _time(state.expired_at),
+        "cancel_at": _time(cancel_at(state, policy)) if state.expired_at else None,
+        "next_due": {"event": _EVENT_NAMES[due.rank], "at": format_time(due.at)},
+        "last_commands": list(state.history),
+        "as_of": format_time(now),
+    }

@@ -1,0 +1,88 @@
+"""Prometheus metrics: what the fleet and the worker are doing, by Prometheus conventions
+(base units, ``_total`` counters, no ICCID labels: a million SIMs would be a million
+series). Served on /metrics by every worker, together with Faust's own sensor metrics
+(prefix ``faust_``)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+FRESHNESS_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 6 * 3600.0, 86400.0, 7 * 86400.0)
+
+
+class Metrics:
+    """Every metric of stream-app, registered on one registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.input_messages = Counter(
+            "stream_app_input_messages",
+            "Input messages by topic and outcome "
+            "(accepted, duplicate, late, unknown_sim, stale, refused, cancelled, rejected, invalid, error)",
+            ["topic", "outcome"],
+            registry=registry,
+        )
+        self.usage_bytes = Counter(
+            "stream_app_usage_bytes",
+            "Usage bytes counted (duplicates and refused records excluded)",
+            registry=registry,
+        )
+        self.commands = Counter(
+            "stream_app_commands",
+            "Commands sent, by action, reason and trigger",
+            ["action", "reason", "trigger"],
+            registry=registry,
+        )
+        self.alerts = Counter("stream_app_alerts", "Alerts sent, by kind", ["kind"], registry=registry)
+        self.charges = Counter("stream_app_charges", "Charges sent, by kind", ["kind"], registry=registry)
+        self.dead_letters = Counter(
+            "stream_app_dead_letters",
+            "Messages sent to the dead-letter topic, by topic and error",
+            ["topic", "error"],
+            registry=registry,
+        )
+        self.sims = Gauge(
+            "stream_app_sims",
+            "SIMs in the partitions this worker owns, by status",
+            ["status"],
+            registry=registry,
+        )
+        self.suspended_sims = Gauge(
+            "stream_app_suspended_sims",
+            "Suspended SIMs in the partitions this worker owns, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        self.decision_latency = Histogram(
+            "stream_app_decision_latency_seconds",
+            "From an input's Kafka timestamp to its outputs sent",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.freshness = Histogram(
+            "stream_app_data_freshness_seconds",
+            "Now minus a usage record's end, when it is processed",
+            buckets=FRESHNESS_BUCKETS,
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "stream_app_consumer_lag_messages",
+            "End offset minus committed offset, per owned partition",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.sweep_timestamp = Gauge(
+            "stream_app_last_sweep_timestamp_seconds",
+            "Wall time of the last tick sweep that rolled SIMs forward (month starts, expiries)",
+            registry=registry,
+        )
+        self.sweep_duration = Gauge(
+            "stream_app_last_sweep_duration_seconds", "Duration of that sweep", registry=registry
+        )
+        self.swept_sims = Counter(
+            "stream_app_swept_sims", "SIMs rolled forward by tick sweeps", registry=registry
+        )
+        self.owned_partitions = Gauge(
+            "stream_app_owned_partitions", "Input partitions this worker actively owns", registry=registry
+        )

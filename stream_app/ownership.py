@@ -1,0 +1,71 @@
+"""What a worker knows about the partitions it owns: a due index and status counts each.
+
+Built from the table once per partition after a rebalance (the only full scan), then
+kept current by every state write, so ticks and gauges never scan every SIM.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from .domain import Policy, SimState, due_at
+from .schedule import DueIndex
+
+
+class Summary(NamedTuple):
+    status: str
+    reasons: frozenset[str]
+
+
+def summary(state: SimState) -> Summary:
+    return Summary(state.status, frozenset(state.reasons))
+
+
+@dataclass(slots=True)
+class PartitionBook:
+    due: DueIndex = field(default_factory=DueIndex)
+    statuses: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+
+    def count(self, item: Summary, sign: int) -> None:
+        self.statuses[item.status] += sign
+        for reason in item.reasons:
+            self.reasons[reason] += sign
+
+
+class Books:
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.partitions: dict[int, PartitionBook] = {}
+
+    def build(self, partition: int, states: Iterable[SimState]) -> PartitionBook:
+        book = PartitionBook()
+        for state in states:
+            book.due.schedule(state.iccid, due_at(state, self.policy))
+            book.count(summary(state), +1)
+        self.partitions[partition] = book
+        return book
+
+    def record(self, partition: int, before: Summary | None, after: SimState) -> None:
+        """A SIM's state was written; a partition not built yet will see it when built."""
+        book = self.partitions.get(partition)
+        if book is None:
+            return
+        book.due.schedule(after.iccid, due_at(after, self.policy))
+        if before is not None:
+            book.count(before, -1)
+        book.count(summary(after), +1)
+
+    def clear(self) -> None:
+        self.partitions.clear()
+
+    def totals(self) -> tuple[Counter[str], Counter[str]]:
+        statuses: Counter[str] = Counter()
+        reasons: Counter[str] = Counter()
+        for book in self.partitions.values():
+            statuses.update(book.statuses)
+            reasons.update(book.reasons)
+        return statuses, reasons

@@ -1,0 +1,59 @@
+"""The worker's HTTP API: /sims/{iccid}, /healthz, /readyz and /metrics.
+
+A SIM's state lives on the worker that owns its partition; a request reaching another
+worker is proxied there by Faust's router. The table is keyed by the ICCID's bytes, the
+same bytes the input topics are keyed by, so the router hashes the key exactly as the
+producers did (Faust's table_route misroutes most keys when the two serialisations
+differ).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from faust import web
+from faust.exceptions import SameNode
+from faust.sensors.prometheus import setup_prometheus_sensors
+
+from . import codec
+from .domain import InvalidInput, iccid_of
+from .domain.describe import describe
+
+if TYPE_CHECKING:
+    from .app import Worker
+
+
+def install_views(worker: Worker) -> None:
+    app = worker.app
+    setup_prometheus_sensors(app, pattern="/metrics", registry=worker.registry, name_prefix="faust")
+
+    @app.page("/healthz")
+    class Health(web.View):
+        async def get(self, request: web.Request) -> web.Response:
+            return self.json({"status": "alive"})
+
+    @app.page("/readyz")
+    class Ready(web.View):
+        async def get(self, request: web.Request) -> web.Response:
+            ready = worker.ready()
+            return self.json({"ready": ready}, status=200 if ready else 503)
+
+    @app.page("/sims/{iccid}")
+    class Sim(web.View):
+        async def get(self, request: web.Request, iccid: str) -> Any:
+            try:
+                normalised = iccid_of({"iccid": iccid})
+            except InvalidInput as exc:
+                return self.json({"error": exc.code, "detail": exc.detail}, status=400)
+            key = normalised.encode()
+            try:
+                return await app.router.route_req(worker.table.name, key, self.web, request)
+            except SameNode:
+                pass
+            raw = worker.table.get(key)
+            if raw is None:
+                return self.json({"error": "not_found", "iccid": normalised}, status=404)
+            state = codec.decode_state(raw)
+            body = describe(state, worker.clock.now(), worker.policy)
+            body["served_by"] = str(app.conf.canonical_url)
+            return self.json(body)

@@ -1,0 +1,134 @@
+"""The worker's HTTP API and metrics on the real broker, with one and with two workers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from stream_app.localbroker import free_port
+
+from .conftest import WorkerProcess, outputs_for, send, worker_env
+from .test_worker import iccid, subscription, usage
+
+pytestmark = pytest.mark.integration
+
+
+def get(port: int, path: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            body = response.read()
+            status = response.status
+    except urllib.error.HTTPError as error:
+        body, status = error.read(), error.code
+    try:
+        return status, orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return status, body.decode()
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Prometheus text -> {'name{labels}': value}."""
+    status, text = get(port, "/metrics")
+    assert status == 200
+    samples = {}
+    for line in str(text).splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+async def wait_ready(*workers: WorkerProcess, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(get(w.settings.web_port, "/readyz")[0] == 200 for w in workers):
+        assert time.monotonic() < deadline, "workers never became ready"
+        await asyncio.sleep(0.5)
+
+
+async def test_sim_state_health_readiness_and_metrics(
+    kafka: str, start_worker: Callable[[dict[str, str]], WorkerProcess], producer: AIOKafkaProducer
+) -> None:
+    worker = start_worker(worker_env(kafka))
+    settings, port = worker.settings, worker.settings.web_port
+    assert get(port, "/healthz") == (200, {"status": "alive"})
+    await wait_ready(worker)
+    sim = iccid()
+    out = await outputs_for(kafka, settings)
+    try:
+        await send(producer, settings, "subscriptions", subscription(sim, 1000))
+        await send(producer, settings, "usage", usage(sim, 600, "u1"))
+        await send(producer, settings, "usage", usage(sim, 600, "u1"))  # duplicate
+        await send(producer, settings, "usage", usage(sim, 500, "u2"))
+        await send(producer, settings, "usage", b"garbage", key=sim)
+        await out.wait_for(lambda _: len(out.of("commands")) == 1 and len(out.of("deadletter")) == 1)
+    finally:
+        await out.consumer.stop()
+    status, body = get(port, f"/sims/{sim.lower()}")
+    assert status == 200
+    assert (body["iccid"], body["status"], body["reasons"]) == (sim, "suspended", ["quota"])
+    assert (body["used_bytes"], body["remaining_bytes"]) == (1100, 0)
+    assert body["plan"]["quota_bytes"] == 1000
+    assert body["next_due"]["event"] == "month_start"
+    assert [c["action"] for c in body["last_commands"]] == ["suspend"]
+    assert get(port, "/sims/12345")[0] == 400
+    assert get(port, f"/sims/{iccid()}")[0] == 404
+
+    deadline = time.monotonic() + 30
+    while True:  # gauges refresh every tick interval
+        samples = scrape(port)
+        if samples.get('stream_app_suspended_sims{reason="quota"}') == 1 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    assert samples['stream_app_suspended_sims{reason="quota"}'] == 1
+    assert samples['stream_app_sims{status="suspended"}'] == 1
+    assert samples['stream_app_commands_total{action="suspend",reason="quota",trigger="usage"}'] == 1
+    assert samples['stream_app_input_messages_total{outcome="duplicate",topic="usage"}'] == 1
+    assert samples['stream_app_input_messages_total{outcome="accepted",topic="usage"}'] == 2
+    assert samples['stream_app_input_messages_total{outcome="invalid",topic="usage"}'] == 1
+    assert samples["stream_app_usage_bytes_total"] == 1100
+    dead = f'stream_app_dead_letters_total{{error="invalid_json",topic="{settings.topic("usage")}"}}'
+    assert samples[dead] == 1
+    assert samples['stream_app_alerts_total{kind="quota_threshold"}'] == 3
+    assert samples["stream_app_decision_latency_seconds_count"] >= 2  # inputs that had outputs
+    assert samples["stream_app_data_freshness_seconds_count"] == 3  # valid records
+    assert samples["stream_app_owned_partitions"] == settings.partitions
+    assert "secret" not in str(get(port, "/metrics")[1]).lower()
+    command_id = out.of("commands")[0]["command_id"]
+    assert worker.log().count(f"command suspend {sim} quota/usage {command_id}") == 1
+
+
+async def test_two_workers_route_each_sim_to_its_owner(
+    kafka: str, start_worker: Callable[[dict[str, str]], WorkerProcess], producer: AIOKafkaProducer
+) -> None:
+    env = worker_env(kafka)
+    first = start_worker(env)
+    second = start_worker({**env, "STREAM_APP_WEB_PORT": str(free_port())})
+    await wait_ready(first, second)
+    settings = first.settings
+    sims = [iccid() for _ in range(24)]
+    for sim in sims:
+        await send(producer, settings, "subscriptions", subscription(sim, 10**9))
+    ports = (first.settings.web_port, second.settings.web_port)
+    deadline = time.monotonic() + 60
+    answers: dict[str, list[tuple[int, Any]]] = {}
+    while time.monotonic() < deadline:
+        answers = {sim: [get(port, f"/sims/{sim}") for port in ports] for sim in sims}
+        if all(status == 200 for replies in answers.values() for status, _ in replies):
+            break
+        await asyncio.sleep(1)
+    owners = set()
+    for sim, replies in answers.items():
+        assert [status for status, _ in replies] == [200, 200], (sim, replies)
+        (_, via_first), (_, via_second) = replies
+        assert via_first["iccid"] == via_second["iccid"] == sim
+        assert via_first["served_by"] == via_second["served_by"]  # one owner, whoever is asked
+        owners.add(via_first["served_by"])
+    assert owners == {f"http://127.0.0.1:{port}" for port in ports}  # both own some SIMs
