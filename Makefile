@@ -18,12 +18,14 @@ jars: setup
 	$(BIN)/stream-app broker jars
 
 # Starts the local broker unless KAFKA_BOOTSTRAP_SERVERS names one, creates missing
-# topics, then runs a worker in the foreground (Ctrl-C stops the worker; the broker
-# keeps running for the next run: `make broker-stop` stops it).
+# topics, then runs the demo: a worker, a synthetic fleet on a simulated clock that
+# crosses a month start, and a live summary. `make run DEMO=0` runs only the worker on
+# the configured topics. Ctrl-C stops; the broker keeps running (`make broker-stop`).
+DEMO ?= 1
 run: setup
 	@if [ -z "$$KAFKA_BOOTSTRAP_SERVERS" ]; then $(BIN)/stream-app broker start; fi
 	$(BIN)/stream-app topics create
-	$(BIN)/stream-app worker
+	@if [ "$(DEMO)" = "0" ]; then $(BIN)/stream-app worker; else $(BIN)/stream-app demo; fi
 
 lint: setup
 	$(BIN)/ruff check stream_app tests

@@ -1,4 +1,4 @@
-"""The ``stream-app`` command: worker, replay, topics, broker."""
+"""The ``stream-app`` command: worker, demo, replay, feed, sim, topics, broker."""
 
 from __future__ import annotations
 
@@ -6,16 +6,55 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from .feed import FeedOptions
+
+
+def _add_feed_options(parser: argparse.ArgumentParser, rate: float) -> None:
+    parser.add_argument("--sims", type=int, default=1000, help="fleet size (1000)")
+    parser.add_argument("--rate", type=float, default=rate, help=f"usage messages per second ({rate:g})")
+    parser.add_argument("--auto-suspend-share", type=float, default=0.5, help="share with auto_suspend (0.5)")
+    parser.add_argument("--duplicates", type=float, default=0.02, help="share of exact repeats (0.02)")
+    parser.add_argument("--bad", type=float, default=0.005, help="share of bad records (0.005)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the fleet and the records (1)")
+
+
+def _feed_options(args: argparse.Namespace, duration: float | None, records: int | None) -> FeedOptions:
+    from .feed import FeedOptions
+
+    return FeedOptions(
+        sims=args.sims,
+        rate=args.rate,
+        auto_suspend_share=args.auto_suspend_share,
+        duplicate_share=args.duplicates,
+        bad_share=args.bad,
+        seed=args.seed,
+        duration=duration,
+        records=records,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stream-app", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("worker", help="run a worker in the foreground")
+    demo = commands.add_parser(
+        "demo", help="a worker, a synthetic fleet crossing a month start, a live summary"
+    )
+    _add_feed_options(demo, rate=200.0)
+    demo.add_argument("--duration", type=float, help="seconds to run (default: until Ctrl-C)")
     replay = commands.add_parser("replay", help="run the engine over JSON lines, no Kafka")
     replay.add_argument("file", nargs="?", default="-", help="input file, or - for stdin")
+    feed = commands.add_parser("feed", help="send a synthetic fleet's subscriptions and usage records")
+    _add_feed_options(feed, rate=200.0)
+    feed.add_argument("--duration", type=float, help="seconds of usage records (default: no limit)")
+    feed.add_argument("--records", type=int, help="usage messages in all (default: no limit)")
+    sim = commands.add_parser("sim", help="show one SIM's state, asked from the worker's API")
+    sim.add_argument("iccid")
     topics = commands.add_parser("topics", help="manage the topics")
     topics.add_argument("action", choices=["create"])
     broker = commands.add_parser("broker", help="the local single-node Kafka broker")
@@ -43,6 +82,28 @@ def main(argv: list[str] | None = None) -> int:
             with Path(args.file).open("rb") as source:
                 run(settings, source, sys.stdout.buffer)
         return 0
+    if args.command in ("feed", "demo"):
+        try:
+            options = _feed_options(
+                args, *((args.duration, args.records) if args.command == "feed" else (None, None))
+            )
+        except ValueError as exc:
+            print(f"{args.command}: {exc}", file=sys.stderr)
+            return 2
+        if args.command == "feed":
+            from .feed import run_console
+
+            return run_console(settings, options)
+        from .demo import run_demo
+
+        try:
+            return asyncio.run(run_demo(settings, options, args.duration))
+        except KeyboardInterrupt:
+            return 0
+    if args.command == "sim":
+        from .simview import show
+
+        return show(settings, args.iccid)
     from .admin import ensure_topics
 
     created = asyncio.run(ensure_topics(settings))

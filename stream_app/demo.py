@@ -1,0 +1,149 @@
+"""`stream-app demo` (what `make run` runs): a worker, a synthetic fleet and a live summary.
+
+The simulated clock starts 90 s before midnight on the last day of the current month
+in the billing zone, at real speed, so within about two minutes a newcomer sees SIMs
+reach their quota and get suspended, alerts, dead letters for the feed's bad records,
+and at 00:00 the restores of the new month. Each run uses its own topics and consumer
+group (suffix ``demo-<time>``), so runs never see each other's data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from .admin import ensure_topics
+from .domain.timeutil import format_time, month_bounds, month_of, zone
+from .feed import FeedCounts, FeedOptions, fleet, run_feed
+from .settings import Settings
+from .topics import REGISTRY, env_name
+
+LEAD = timedelta(seconds=90)
+
+
+def demo_env(base: Settings, now: datetime) -> dict[str, str]:
+    """Environment for this run's worker and feed: own topics, own group, shared clock."""
+    suffix = f"demo-{int(time.time())}"
+    month_end = month_bounds(month_of(now, base.timezone), base.timezone)[1]
+    env = {
+        "STREAM_APP_ID": f"{base.app_id}-{suffix}",
+        "STREAM_APP_CLOCK": "simulated",
+        "STREAM_APP_CLOCK_START": format_time(month_end - LEAD),
+        "STREAM_APP_CLOCK_SPEED": "1",
+        "STREAM_APP_CLOCK_ANCHOR": str(time.time()),
+        "STREAM_APP_TICK_INTERVAL": "5s",
+        "STREAM_APP_DATA_DIR": str(Path(base.data_dir) / suffix),
+    }
+    for spec in REGISTRY:
+        env[env_name(spec.logical)] = f"{base.topic(spec.logical)}.{suffix}"
+    return env
+
+
+class Summary:
+    """Counts what the worker sends, read back from its output topics."""
+
+    def __init__(self) -> None:
+        self.suspends = self.restores = self.cancels = self.alerts = self.dead_letters = 0
+
+    def add(self, logical: str, value: dict[str, object]) -> None:
+        if logical == "commands":
+            action = value.get("action")
+            self.suspends += action == "suspend"
+            self.restores += action == "restore"
+            self.cancels += action == "cancel"
+        elif logical == "alerts":
+            self.alerts += 1
+        elif logical == "deadletter":
+            self.dead_letters += 1
+
+
+async def _watch(settings: Settings, summary: Summary) -> None:
+    names = {settings.topic(s.logical): s.logical for s in REGISTRY if s.direction == "out"}
+    consumer = AIOKafkaConsumer(*names, bootstrap_servers=settings.bootstrap_servers,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        while True:
+            for tp, messages in (await consumer.getmany(timeout_ms=500)).items():
+                for message in messages:
+                    if message.value is not None:
+                        summary.add(names[tp.topic], orjson.loads(message.value))
+    finally:
+        await consumer.stop()
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+async def run_demo(base: Settings, options: FeedOptions, duration: float | None) -> int:
+    env = {**os.environ, **demo_env(base, base.clock().now())}
+    settings = Settings.from_env(env)
+    await ensure_topics(settings)
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    log_path = Path(settings.data_dir) / "worker.log"
+    with log_path.open("wb") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "stream_app", "worker"], env=env,
+                                  stdout=log, stderr=subprocess.STDOUT)
+    port = settings.web_port
+    say = print
+    say(f"demo: worker pid {worker.pid}, log {log_path}")
+    say(f"demo: simulated clock starts at {settings.clock_start} ({base.timezone}): "
+        f"the month ends in {LEAD.seconds} s")
+    try:
+        while not _ready(port):
+            if worker.poll() is not None:
+                say(f"demo: the worker exited; see {log_path}")
+                return 1
+            await asyncio.sleep(0.5)
+        one = fleet(options)[0].iccid
+        say(f"demo: metrics  http://127.0.0.1:{port}/metrics")
+        say(f"demo: one SIM  http://127.0.0.1:{port}/sims/{one}   (or: stream-app sim {one})")
+        say("demo: Ctrl-C stops the demo")
+        summary, counts = Summary(), FeedCounts()
+
+        def progress(latest: FeedCounts) -> None:
+            nonlocal counts
+            counts = latest
+
+        feed = asyncio.ensure_future(run_feed(settings, options, progress))
+        watch = asyncio.ensure_future(_watch(settings, summary))
+        began, last_sent = time.monotonic(), 0
+        while not feed.done() and (duration is None or time.monotonic() - began < duration):
+            await asyncio.sleep(1)
+            now = settings.clock().now()
+            rate, last_sent = counts.sent - last_sent, counts.sent
+            print(f"\r{month_of(now, base.timezone)} {now.astimezone(zone(base.timezone)):%H:%M:%S} | "
+                  f"{counts.sent:,} records {rate:,}/s | suspends {summary.suspends:,} "
+                  f"restores {summary.restores:,} cancels {summary.cancels:,} | "
+                  f"alerts {summary.alerts:,} | dead letters {summary.dead_letters:,}   ",
+                  end="", flush=True)
+        print()
+        for task in (feed, watch):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        say(f"demo: {counts}; worker sent {summary.suspends} suspends, {summary.restores} restores, "
+            f"{summary.alerts} alerts, {summary.dead_letters} dead letters")
+        return 0
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()

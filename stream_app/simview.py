@@ -1,0 +1,72 @@
+"""`stream-app sim ICCID`: one SIM's state from the worker's API, for a person."""
+
+from __future__ import annotations
+
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+import orjson
+
+from .settings import Settings
+
+
+def _bytes(value: int | None) -> str:
+    if value is None:
+        return "-"
+    size = float(value)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(size) < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.2f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+def render(body: dict[str, Any]) -> str:
+    reasons = ", ".join(body["reasons"]) or "none"
+    lines = [f"SIM {body['iccid']}  {body['status'].upper()}  (reasons: {reasons})"]
+    plan = body.get("plan")
+    if plan is None:
+        lines.append("plan: no subscription (usage is counted, not evaluated)")
+    else:
+        lines.append(
+            f"plan {plan['plan_id']}: {_bytes(plan['quota_bytes'])}/month, auto-suspend "
+            f"{'on' if plan['auto_suspend'] else 'off'}, valid {plan['valid_from']} -> "
+            f"{plan['expires_at'] or 'no expiry'} ({plan['timezone']})"
+        )
+    used, left = body["used_bytes"], body["remaining_bytes"]
+    share = f" ({used / plan['quota_bytes']:.0%})" if plan and plan["quota_bytes"] else ""
+    lines.append(f"month {body['month']}: {_bytes(used)} used{share}, {_bytes(left)} left")
+    forecast = body.get("forecast")
+    if forecast:
+        when = "before" if forecast["before_month_end"] else "after"
+        lines.append(f"forecast: quota runs out at {forecast['exhaustion_at']} ({when} the month ends)")
+    if body.get("balance") is not None:
+        lines.append(f"balance: {body['balance']} (minor units)")
+    if body.get("cancel_at"):
+        lines.append(f"expired {body['expired_at']}; the number is cancelled at {body['cancel_at']}")
+    lines.append(f"next: {body['next_due']['event']} at {body['next_due']['at']}")
+    if body["last_commands"]:
+        lines.append("last commands:")
+        lines += [
+            f"  {c['at']}  {c['action']} {c['reason']}/{c['trigger']}  "
+            f"cause {c['cause']}  id {c['command_id']}"
+            for c in body["last_commands"]
+        ]
+    return "\n".join(lines)
+
+
+def show(settings: Settings, iccid: str) -> int:
+    url = f"http://{settings.web_host}:{settings.web_port}/sims/{iccid}"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body = orjson.loads(response.read())
+    except urllib.error.HTTPError as error:
+        print(f"{url}: {error.code} {error.read().decode(errors='replace')}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"{url}: no worker answers ({error})", file=sys.stderr)
+        return 1
+    print(render(body))
+    return 0
