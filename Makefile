@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint setup jars broker-start broker-stop clean
+.PHONY: run test lint setup jars tools bench broker-start broker-stop clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,14 @@ lint: setup
 	$(BIN)/ruff check stream_app tests
 	$(BIN)/mypy
 
-test: jars lint
+# promtool (Debian's prometheus package) checks deploy/prometheus and the dashboard's
+# PromQL; best effort: without it those two checks skip and say so.
+tools:
+	@command -v promtool >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
+	  || echo "promtool not installed: its checks will skip"; }
+
+test: jars lint tools
 	$(BIN)/pytest -q -ra
 
 broker-start: setup
