@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import os
 import shutil
@@ -230,7 +231,13 @@ def serving(bootstrap: str, timeout: float = 10.0) -> bool:
                 await admin.close()
         return False
 
-    return asyncio.run(probe())
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(probe())
+    # called from async code: probe on a thread of its own rather than nest event loops
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, probe()).result()
 
 
 def free_port() -> int:
