@@ -28,7 +28,7 @@ run: setup
 	@if [ "$(DEMO)" = "0" ]; then $(BIN)/stream-app worker; else $(BIN)/stream-app demo; fi
 
 lint: setup
-	$(BIN)/ruff check stream_app tests
+	$(BIN)/ruff check stream_app tests bench
 	$(BIN)/mypy
 
 # promtool (Debian's prometheus package) checks deploy/prometheus and the dashboard's
@@ -40,6 +40,14 @@ tools:
 
 test: jars lint tools
 	$(BIN)/pytest -q -ra
+
+# Benchmark (not a test: prints figures, asserts nothing). `make bench RECORDS=100000`
+# for a quick look; the full size takes several minutes.
+RECORDS ?= 1000000
+SIMS ?= 100000
+MEMORY_SIMS ?= 1000000
+bench: jars
+	$(BIN)/python bench/bench.py --records $(RECORDS) --sims $(SIMS) --memory-sims $(MEMORY_SIMS)
 
 broker-start: setup
 	$(BIN)/stream-app broker start
