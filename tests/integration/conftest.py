@@ -104,6 +104,7 @@ class WorkerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker exited:\n{self.log()}")
             if time.monotonic() > deadline:
+                self.kill()  # never leave a worker running behind a failed test
                 raise TimeoutError(f"worker not ready in {timeout} s:\n{self.log()}")
             time.sleep(0.2)
 
@@ -134,8 +135,8 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], WorkerPr
         # (tests calling this may run inside an event loop: create topics in a thread)
         with ThreadPoolExecutor(1) as pool:
             pool.submit(asyncio.run, ensure_topics(worker.settings)).result()
+        started.append(worker)  # before start: teardown stops it whatever happens
         worker.start()
-        started.append(worker)
         return worker
 
     yield start
