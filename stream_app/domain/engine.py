@@ -28,7 +28,7 @@ from .reasons import (
     timezone_of,
 )
 from .state import SimState
-from .timeline import advance
+from .timeline import advance, forget_old_occasions
 from .timeutil import month_of
 
 __all__ = [
@@ -165,6 +165,7 @@ def apply_subscription(state: SimState, sub: Subscription, now: datetime, policy
     if EXPIRY in state.reasons and (sub.expires_at is None or sub.expires_at > now):
         state.expired_at = None
         clear_reason(state, ctx, EXPIRY, "renewal", now, cause, cause)
+    forget_old_occasions(state)
     advance(state, ctx)  # a new zone may be in a later month; a new expiry may be past
     used = state.usage(state.month).used_bytes
     if QUOTA in state.reasons and not quota_reached(used, sub):
@@ -175,6 +176,13 @@ def apply_subscription(state: SimState, sub: Subscription, now: datetime, policy
 
 def apply_balance(state: SimState, event: BalanceEvent, now: datetime, policy: Policy) -> Step:
     """R10: the latest balance decides; below zero adds ``arrears``, zero or more clears it."""
+    if event.at > now + policy.max_future_skew:
+        return Step(
+            state,
+            [],
+            "rejected",
+            Rejection("at_in_future", f"at is more than {policy.max_future_skew} after now"),
+        )
     ctx = Ctx(now, policy)
     advance(state, ctx)
     if state.balance_at is not None and event.at <= state.balance_at:
@@ -209,12 +217,21 @@ def _refusal(state: SimState, request: ManualRequest, now: datetime) -> str | No
 
 def apply_request(state: SimState, request: ManualRequest, now: datetime, policy: Policy) -> Step:
     """R13: manual suspend and resume, accepted or refused with a reason."""
+    if request.at > now + policy.max_future_skew:
+        return Step(
+            state,
+            [],
+            "rejected",
+            Rejection("at_in_future", f"at is more than {policy.max_future_skew} after now"),
+        )
     ctx = Ctx(now, policy)
     advance(state, ctx)
     key = f"request:{request.request_id}"
     if key in state.seen:
         return Step(state, ctx.emitted, "duplicate")
-    _remember(state, key, request.at, policy, now)
+    # Remembered from when it was applied (not its own ``at``), for the dedupe horizon:
+    # a redelivery after a crash comes within minutes, whatever the request's age.
+    _remember(state, key, now, policy, now)
     why = _refusal(state, request, now)
     if why is not None:
         ctx.emitted.append(

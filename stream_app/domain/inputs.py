@@ -15,6 +15,8 @@ from typing import Any
 from .timeutil import TimeFormatError, format_time, parse_time, zone
 
 ICCID = re.compile(r"89[0-9A-F]{17,18}", re.ASCII)
+MAX_INTEGER = 2**53
+"""Largest byte count or balance accepted: exact in every JSON reader, far beyond any SIM."""
 
 
 class InvalidInput(ValueError):
@@ -79,6 +81,8 @@ def _integer(obj: dict[str, Any], name: str) -> int:
         value = int(value)  # JSON has one number type: 1.0 is the integer 1
     if not isinstance(value, int) or isinstance(value, bool):
         raise InvalidInput("wrong_type", f"{name} must be an integer")
+    if not -MAX_INTEGER <= value <= MAX_INTEGER:
+        raise InvalidInput("wrong_type", f"{name} is out of range (|{name}| <= 2^53)")
     return value
 
 

@@ -108,6 +108,11 @@ def alert(
     return Output(ALERTS, iccid, value)
 
 
+MAX_DEAD_LETTER_PAYLOAD = 256 * 1024
+"""Original bytes kept in a dead letter; a larger payload is cut (its length and sha256
+are kept), so the dead letter itself stays under Kafka's message size limit."""
+
+
 def dead_letter(
     topic: str,
     partition: int,
@@ -117,19 +122,19 @@ def dead_letter(
     payload: bytes,
     key: str = "",
 ) -> Output:
-    return Output(
-        DEADLETTER,
-        key,
-        {
-            "deadletter_id": derive_id("deadletter", topic, partition, offset),
-            "topic": topic,
-            "partition": partition,
-            "offset": offset,
-            "error": error,
-            "detail": detail,
-            "payload_b64": base64.b64encode(payload).decode("ascii"),
-        },
-    )
+    value = {
+        "deadletter_id": derive_id("deadletter", topic, partition, offset),
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "error": error,
+        "detail": detail,
+        "payload_b64": base64.b64encode(payload[:MAX_DEAD_LETTER_PAYLOAD]).decode("ascii"),
+    }
+    if len(payload) > MAX_DEAD_LETTER_PAYLOAD:
+        value["payload_bytes"] = len(payload)
+        value["payload_sha256"] = hashlib.sha256(payload).hexdigest()
+    return Output(DEADLETTER, key, value)
 
 
 class Rejection(NamedTuple):

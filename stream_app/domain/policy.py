@@ -13,8 +13,9 @@ class Policy:
     dedupe_horizon: timedelta = timedelta(days=7)
     forecast_horizon: timedelta = timedelta(hours=72)
     max_future_skew: timedelta = timedelta(minutes=15)
-    dedupe_max_ids: int = 200_000
-    """Safety cap per SIM; past it the oldest ids are forgotten."""
+    dedupe_max_ids: int = 20_000
+    """Safety cap per SIM (one record every 30 s for 7 days); past it the oldest ids are
+    forgotten, so one SIM's state stays well under Kafka's 1 MB message limit."""
     grace_months: int = 3
     """Calendar months after expiry before the number is cancelled (R11)."""
     expiry_warn_days: tuple[int, ...] = (30, 7, 1)

@@ -13,10 +13,10 @@ from typing import NamedTuple
 
 from . import outputs as out
 from .policy import Policy
-from .quota import quota_reached
+from .quota import evaluate_month, quota_reached
 from .reasons import EXPIRY, QUOTA, Ctx, add_reason, cancel, clear_reason, timezone_of
 from .state import SimState
-from .timeutil import add_months, format_time, month_bounds, month_of
+from .timeutil import add_months, format_time, month_bounds, month_of, next_month
 
 # Order of events at the same instant: a cancellation at midnight happens before that
 # month starts (so no fee for a month the number never lives in); a month start before an
@@ -42,9 +42,9 @@ def pending(state: SimState, policy: Policy) -> list[Due]:
     if state.cancelled:
         return events
     end = cancel_at(state, policy)
-    if EXPIRY in state.reasons and end is not None:
+    if EXPIRY in state.reasons and end is not None and state.expired_at is not None:
         events.append(Due(end, CANCEL))
-        if f"grace_ending|{format_time(end)}" not in state.fired:
+        if f"grace_ending|{format_time(state.expired_at)}" not in state.fired:
             events.append(Due(end - timedelta(days=policy.grace_warn_days), GRACE_ENDING))
         return events
     sub = state.subscription
@@ -95,22 +95,34 @@ def _month_start(state: SimState, ctx: Ctx, boundary: datetime) -> None:
     reached = sub is not None and quota_reached(state.usage(month).used_bytes, sub)
     if QUOTA in state.reasons and not reached:
         clear_reason(state, ctx, QUOTA, "month_start", boundary, None, month)
-    elif reached and sub is not None and sub.auto_suspend:
-        # Usage of the new month that arrived early (start within the allowed skew).
-        add_reason(state, ctx, QUOTA, "usage", boundary, None, month)
+    if month in state.months:
+        # Usage of the new month that arrived early (start within the allowed skew) gets
+        # its suspension, thresholds and forecast now that its month is current.
+        evaluate_month(state, ctx, month, "usage", None)
     if EXPIRY in state.reasons and not state.cancelled:
         _charge_retention(state, ctx, month, boundary)
 
 
 def _expire(state: SimState, ctx: Ctx, at: datetime) -> None:
+    """R11. An expiry learned late (a subscription arriving already expired) also
+    charges every month started since, up to the cancellation."""
     state.fired.add(f"expired|{format_time(at)}")
     state.expired_at = at
     add_reason(state, ctx, EXPIRY, "expiry_time", at, None, format_time(at))
-    _charge_retention(state, ctx, month_of(at, timezone_of(state, ctx.policy)), at)
+    tz = timezone_of(state, ctx.policy)
+    end = cancel_at(state, ctx.policy)
+    month = month_of(at, tz)
+    _charge_retention(state, ctx, month, at)
+    while month < state.month:
+        month = next_month(month)
+        started = month_bounds(month, tz)[0]
+        if end is not None and started >= end:
+            break
+        _charge_retention(state, ctx, month, started)
 
 
 def _charge_retention(state: SimState, ctx: Ctx, month: str, at: datetime) -> None:
-    key = f"charge|{month}"
+    key = f"charge|{format_time(state.expired_at) if state.expired_at else ''}|{month}"
     if key in state.fired or state.expired_at is None:
         return
     state.fired.add(key)
@@ -156,7 +168,8 @@ def _expiry_upcoming(state: SimState, ctx: Ctx, warnings: list[Due]) -> None:
 def _grace_ending(state: SimState, ctx: Ctx, at: datetime) -> None:
     end = cancel_at(state, ctx.policy)
     assert end is not None
-    state.fired.add(f"grace_ending|{format_time(end)}")
+    assert state.expired_at is not None
+    state.fired.add(f"grace_ending|{format_time(state.expired_at)}")
     if end > ctx.now:
         ctx.emitted.append(
             out.alert(
@@ -175,6 +188,14 @@ def _grace_ending(state: SimState, ctx: Ctx, at: datetime) -> None:
 def _left(span: timedelta) -> str:
     hours = span.total_seconds() / 3600
     return f"{hours / 24:.0f} day(s)" if hours >= 36 else f"{hours:.0f} hour(s)"
+
+
+def forget_old_occasions(state: SimState) -> None:
+    """Keep only the occasions of the current plan's expiry and of an expiry in force,
+    so a SIM renewed every month for years does not accumulate them."""
+    sub = state.subscription
+    current = {format_time(t) for t in (state.expired_at, sub.expires_at if sub else None) if t}
+    state.fired = {key for key in state.fired if key.split("|")[1] in current}
 
 
 def _forget_old_months(state: SimState, ctx: Ctx) -> None:

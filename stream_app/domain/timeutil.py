@@ -46,10 +46,10 @@ def parse_time(text: str) -> datetime:
         raise TimeFormatError(f"not an RFC 3339 time: {text!r}") from exc
     if value.tzinfo is None:
         raise TimeFormatError(f"time without offset: {text!r}")
-    try:
-        return value.astimezone(UTC)
-    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
-        raise TimeFormatError(f"time out of range: {text!r}") from exc
+    if not 1970 <= value.year <= 9000:
+        # Arithmetic on such times (months of grace, days of warning) would overflow.
+        raise TimeFormatError(f"time out of range (years 1970-9000): {text!r}")
+    return value.astimezone(UTC)
 
 
 def format_time(value: datetime) -> str:

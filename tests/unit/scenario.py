@@ -126,3 +126,9 @@ def commands(outputs: list[dict[str, Any]], iccid: str = ICCID) -> list[tuple[st
         for o in outputs
         if o["topic"] == "sim.commands" and o["key"] == iccid
     ]
+
+
+def expiring(**kwargs: Any) -> bytes:
+    """A subscription line whose plan expires (by default on 15 March 2026)."""
+    kwargs.setdefault("expires_at", "2026-03-15T00:00:00+08:00")
+    return sub_line(**kwargs)

@@ -261,7 +261,9 @@ def test_r6_a_sim_already_over_quota_in_the_new_month_stays_suspended() -> None:
     assert early.outcome == "accepted"
     assert state.months["2026-04"].used_bytes == 2 * GB
     step = apply_tick(state, t("2026-04-01T00:00:10+08:00"), policy)
-    assert [o.topic for o in step.outputs] == []
+    # no restore; April's own thresholds fire now that April is the current month
+    assert [o.topic for o in step.outputs] == ["alerts"] * 3
+    assert [o.value["month"] for o in step.outputs] == ["2026-04"] * 3
     assert state.reasons == {"quota"}
     assert state.month == "2026-04"
 
