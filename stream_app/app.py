@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import faust
@@ -31,7 +31,7 @@ from .domain import SimState, UsageRecord
 from .logs import logging_config
 from .metrics import Metrics
 from .ownership import Books, PartitionBook, Summary, summary
-from .pipeline import Decision, Source, decide, decide_tick
+from .pipeline import Decision, Source, decide, decide_tick, rejected
 from .settings import Settings
 from .topics import (
     ALERTS,
@@ -104,16 +104,39 @@ class Worker:
         self._loaded[iccid] = summary(state)
         return state
 
-    async def apply(self, decision: Decision, partition: int, received: float | None) -> None:
-        """Store the new state, then send the outputs (at-least-once: outputs may repeat
-        after a crash, with the same ids; the state is never behind an output sent)."""
-        if decision.state is not None and decision.iccid is not None:
-            decision.state.partition = partition
-            self.table[decision.iccid.encode()] = codec.encode_state(decision.state)
-            self.books.record(partition, self._loaded.pop(decision.iccid, None), decision.state)
-        for output in decision.outputs:
-            await self.outputs[output.topic].send(key=output.key.encode(), value=codec.encode(output.value))
-            self._observe(output.topic, output.value)
+    async def apply(self, decision: Decision, source: Source, received: float | None) -> None:
+        """Send the outputs, then store the new state.
+
+        Outputs are handed to the producer before the changelog write (which Faust
+        buffers and sends later), so a crash cannot leave the state advanced while its
+        outputs are lost: at worst the input is processed again and the outputs repeat,
+        with the same ids. A value that cannot be encoded or sent (a bug, or a message
+        Kafka refuses) becomes a dead letter instead of crashing the agent, which would
+        ack and drop the input.
+        """
+        iccid = decision.iccid
+        before = self._loaded.pop(iccid, None) if iccid is not None else None
+        try:
+            stored = None
+            if decision.state is not None and iccid is not None:
+                decision.state.partition = source.partition
+                stored = codec.encode_state(decision.state)
+            for output in decision.outputs:
+                await self.outputs[output.topic].send(
+                    key=output.key.encode(), value=codec.encode(output.value)
+                )
+                self._observe(output.topic, output.value)
+        except Exception as exc:
+            log.exception("could not send the outputs of %s[%s]@%s", *source)
+            letter = rejected(source, b"", iccid, "internal_error", f"outputs not sent: {exc!r}", "error")
+            await self.outputs[DEADLETTER].send(
+                key=(iccid or "").encode(), value=codec.encode(letter.outputs[0].value)
+            )
+            self._observe(DEADLETTER, letter.outputs[0].value)
+            return
+        if stored is not None and iccid is not None and decision.state is not None:
+            self.table[iccid.encode()] = stored
+            self.books.record(source.partition, before, decision.state)
         if decision.outputs and received is not None:
             self.metrics.decision_latency.observe(max(time.time() - received, 0.0))
 
@@ -153,10 +176,19 @@ class Worker:
         """
         book = self.books.partitions.get(partition)
         if book is None:
-            states = (codec.decode_state(raw) for _key, raw in self.table.items())
-            book = self.books.build(partition, (s for s in states if s.partition == partition))
+            book = self.books.build(partition, self._states_of(partition))
             log.info("partition %d: %d SIMs, %d due", partition, sum(book.statuses.values()), len(book.due))
         return book
+
+    def _states_of(self, partition: int) -> Iterator[SimState]:
+        for key, raw in self.table.items():
+            try:
+                state = codec.decode_state(raw)
+            except Exception:
+                log.exception("stored state of %r cannot be decoded; skipped", key)
+                continue
+            if state.partition == partition:
+                yield state
 
     # --- agents --------------------------------------------------------------------
 
@@ -167,17 +199,18 @@ class Worker:
             async for event in stream.events():
                 message = event.message
                 now = self.clock.now()
+                source = Source(message.topic, message.partition, message.offset)
                 decision = decide(
                     logical,
                     event.value,
-                    Source(message.topic, message.partition, message.offset),
+                    source,
                     self.load,
                     now,
                     self.policy,
                     self.settings.max_message_bytes,
-                    key=event.key,
+                    key=event.key if event.key is not None else b"",  # no key: key_mismatch
                 )
-                await self.apply(decision, message.partition, message.timestamp)
+                await self.apply(decision, source, message.timestamp)
                 metrics.input_messages.labels(logical, decision.outcome).inc()
                 if isinstance(decision.item, UsageRecord):
                     metrics.freshness.observe(max((now - decision.item.end).total_seconds(), 0.0))
@@ -192,13 +225,24 @@ class Worker:
             partition = event.message.partition
             now = self.clock.now()
             started = time.monotonic()
-            due = list(self.book(partition).due.pop_due(now))
-            for _due, iccid in due:
-                state = self.load(iccid)
-                if state is not None:
-                    await self.apply(decide_tick(state, now, self.policy), partition, None)
+            book = self.book(partition)
+            source = Source(event.message.topic, partition, event.message.offset)
+            due = 0
+            for _due, iccid in book.due.pop_due(now):
+                due += 1
+                try:
+                    state = self.load(iccid)
+                    decision = decide_tick(state, now, self.policy) if state is not None else None
+                    if decision is not None:
+                        await self.apply(decision, source, None)
+                    failed = decision is not None and decision.outcome == "error"
+                except Exception:
+                    log.exception("rolling %s forward failed", iccid)
+                    failed = True
+                if failed:  # one SIM must not stop the sweep; it is looked at again next tick
+                    book.due.schedule(iccid, now + self.settings.tick_interval)
             if due:
-                self.metrics.swept_sims.inc(len(due))
+                self.metrics.swept_sims.inc(due)
                 self.metrics.sweep_timestamp.set(time.time())
                 self.metrics.sweep_duration.set(time.monotonic() - started)
 

@@ -67,14 +67,15 @@ Input = UsageRecord | Subscription | BalanceEvent | ManualRequest
 def parse(logical: str, raw: bytes | None, max_bytes: int, key: bytes | None = None) -> Input:
     """Decode and validate one message of input topic ``logical``; raises InvalidInput.
 
-    ``key`` is the Kafka key (None in replay). It must be the message's ICCID: a SIM's
-    state lives in the partition its key hashes to, so a message keyed otherwise would
-    split that state (key_mismatch).
+    ``key`` is the Kafka key; None only in replay, which has no keys. A SIM's state lives
+    in the partition its key hashes to, and the hash is of the raw bytes, so the key
+    must be exactly the normalised (upper-case) ICCID: a lower-case or missing key would
+    put part of a SIM's messages in another partition (key_mismatch).
     """
     message = codec.decode_message(raw, max_bytes)
     iccid = iccid_of(message)
-    if key is not None and key.decode(errors="replace").upper() != iccid:
-        raise InvalidInput("key_mismatch", "the Kafka key must be the message's ICCID")
+    if key is not None and key != iccid.encode():
+        raise InvalidInput("key_mismatch", "the Kafka key must be the message's ICCID in upper case")
     if logical == USAGE:
         return usage_record(message)
     if logical == SUBSCRIPTIONS:
@@ -136,7 +137,12 @@ def decide(
 
 
 def decide_tick(state: SimState, now: datetime, policy: Policy) -> Decision:
-    step = apply_tick(state, now, policy)
+    """Roll one SIM forward to ``now``; never raises (outcome ``error`` stores nothing)."""
+    try:
+        step = apply_tick(state, now, policy)
+    except Exception:
+        log.exception("rolling %s forward failed", state.iccid)
+        return Decision(state.iccid, None, [], "error")
     return Decision(state.iccid, step.state, step.outputs, step.outcome)
 
 

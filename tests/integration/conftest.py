@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -202,3 +203,24 @@ async def outputs_for(kafka: str, settings: Settings) -> Outputs:
     outputs = Outputs(kafka, settings)
     await outputs.consumer.start()
     return outputs
+
+
+async def wait_known(worker: WorkerProcess, *iccids: str, timeout: float = 30.0) -> None:
+    """Until the worker has applied each SIM's subscription (its /sims shows a plan).
+
+    Topics are consumed independently, so a usage record sent after a subscription may
+    still be processed first; tests that depend on that order wait here.
+    """
+    deadline = time.monotonic() + timeout
+    for iccid in iccids:
+        url = f"http://127.0.0.1:{worker.settings.web_port}/sims/{iccid}"
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    if orjson.loads(response.read()).get("plan"):
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{iccid}'s subscription was not applied in {timeout} s")
+            await asyncio.sleep(0.2)

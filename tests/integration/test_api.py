@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaProducer
 
 from stream_app.localbroker import free_port
 
-from .conftest import WorkerProcess, outputs_for, send, worker_env
+from .conftest import WorkerProcess, outputs_for, send, wait_known, worker_env
 from .test_worker import iccid, subscription, usage
 
 pytestmark = pytest.mark.integration
@@ -64,6 +64,7 @@ async def test_sim_state_health_readiness_and_metrics(
     out = await outputs_for(kafka, settings)
     try:
         await send(producer, settings, "subscriptions", subscription(sim, 1000))
+        await wait_known(worker, sim)
         await send(producer, settings, "usage", usage(sim, 600, "u1"))
         await send(producer, settings, "usage", usage(sim, 600, "u1"))  # duplicate
         await send(producer, settings, "usage", usage(sim, 500, "u2"))

@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaProducer
 
 from stream_app.domain.timeutil import format_time, parse_time
 
-from .conftest import WorkerProcess, outputs_for, send, worker_env
+from .conftest import WorkerProcess, outputs_for, send, wait_known, worker_env
 from .test_worker import iccid, subscription
 
 pytestmark = pytest.mark.integration
@@ -31,6 +31,7 @@ async def test_arrears_and_manual_requests_round_trip(
     try:
         for sim in (debtor, managed):
             await send(producer, settings, "subscriptions", subscription(sim, 10**9))
+        await wait_known(worker, debtor, managed)
         await send(
             producer,
             settings,

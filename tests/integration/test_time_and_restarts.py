@@ -13,7 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from stream_app.domain.timeutil import format_time, parse_time
 
-from .conftest import WorkerProcess, outputs_for, send, worker_env
+from .conftest import WorkerProcess, outputs_for, send, wait_known, worker_env
 from .test_worker import GB, iccid, subscription, usage
 
 pytestmark = pytest.mark.integration
@@ -75,6 +75,7 @@ async def test_killed_worker_recovers_its_table_and_counts_exactly(
     out = await outputs_for(kafka, settings)
     try:
         await send(producer, settings, "subscriptions", subscription(sim, GB, warn_at=[0.5, 0.8, 0.9, 1.0]))
+        await wait_known(first, sim)
         for n in range(6):  # 600 MB
             await send(producer, settings, "usage", usage(sim, 100_000_000, f"r{n}"))
         await out.wait_for(lambda _: len(out.of("alerts", iccid=sim, threshold=0.5)) == 1)

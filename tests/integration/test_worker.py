@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaProducer
 
 from stream_app.domain.timeutil import format_time
 
-from .conftest import WorkerProcess, outputs_for, send, worker_env
+from .conftest import WorkerProcess, outputs_for, send, wait_known, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -64,6 +64,7 @@ async def test_usage_reaching_the_quota_sends_one_suspend_command(
     out = await outputs_for(kafka, settings)
     try:
         await send(producer, settings, "subscriptions", subscription(sim, GB))
+        await wait_known(worker, sim)
         await send(producer, settings, "usage", usage(sim, 700_000_000, "a"))
         await send(producer, settings, "usage", usage(sim, 300_000_000, "b"))
         await send(producer, settings, "usage", usage(sim, 300_000_000, "c"))
@@ -111,11 +112,12 @@ async def test_bad_input_goes_to_the_dead_letter_topic_and_the_partition_goes_on
     sim = iccid()
     out = await outputs_for(kafka, settings)
     try:
+        await send(producer, settings, "subscriptions", subscription(sim, 100))
+        await wait_known(worker, sim)
         await send(producer, settings, "usage", b"{not json", key=sim)
         await send(producer, settings, "usage", {**usage(sim, 1, "neg"), "bytes_down": -1})
         await send(producer, settings, "usage", {**usage(sim, 1, "big"), "pad": "x" * 70_000})
         await send(producer, settings, "usage", usage(sim, 1, "wrong-key"), key=iccid())
-        await send(producer, settings, "subscriptions", subscription(sim, 100))
         await send(producer, settings, "usage", usage(sim, 100, "valid-after-bad"))
         await out.wait_for(
             lambda _: len(out.of("commands", iccid=sim)) >= 1 and len(out.of("deadletter")) >= 4
