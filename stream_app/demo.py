@@ -70,8 +70,12 @@ class Summary:
 
 async def _watch(settings: Settings, summary: Summary) -> None:
     names = {settings.topic(s.logical): s.logical for s in REGISTRY if s.direction == "out"}
-    consumer = AIOKafkaConsumer(*names, bootstrap_servers=settings.bootstrap_servers,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        *names,
+        bootstrap_servers=settings.bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     await consumer.start()
     try:
         while True:
@@ -98,13 +102,16 @@ async def run_demo(base: Settings, options: FeedOptions, duration: float | None)
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     log_path = Path(settings.data_dir) / "worker.log"
     with log_path.open("wb") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "stream_app", "worker"], env=env,
-                                  stdout=log, stderr=subprocess.STDOUT)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "stream_app", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
     port = settings.web_port
     say = print
     say(f"demo: worker pid {worker.pid}, log {log_path}")
-    say(f"demo: simulated clock starts at {settings.clock_start} ({base.timezone}): "
-        f"the month ends in {LEAD.seconds} s")
+    say(
+        f"demo: simulated clock starts at {settings.clock_start} ({base.timezone}): "
+        f"the month ends in {LEAD.seconds} s"
+    )
     try:
         while not _ready(port):
             if worker.poll() is not None:
@@ -128,18 +135,23 @@ async def run_demo(base: Settings, options: FeedOptions, duration: float | None)
             await asyncio.sleep(1)
             now = settings.clock().now()
             rate, last_sent = counts.sent - last_sent, counts.sent
-            print(f"\r{month_of(now, base.timezone)} {now.astimezone(zone(base.timezone)):%H:%M:%S} | "
-                  f"{counts.sent:,} records {rate:,}/s | suspends {summary.suspends:,} "
-                  f"restores {summary.restores:,} cancels {summary.cancels:,} | "
-                  f"alerts {summary.alerts:,} | dead letters {summary.dead_letters:,}   ",
-                  end="", flush=True)
+            print(
+                f"\r{month_of(now, base.timezone)} {now.astimezone(zone(base.timezone)):%H:%M:%S} | "
+                f"{counts.sent:,} records {rate:,}/s | suspends {summary.suspends:,} "
+                f"restores {summary.restores:,} cancels {summary.cancels:,} | "
+                f"alerts {summary.alerts:,} | dead letters {summary.dead_letters:,}   ",
+                end="",
+                flush=True,
+            )
         print()
         for task in (feed, watch):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        say(f"demo: {counts}; worker sent {summary.suspends} suspends, {summary.restores} restores, "
-            f"{summary.alerts} alerts, {summary.dead_letters} dead letters")
+        say(
+            f"demo: {counts}; worker sent {summary.suspends} suspends, {summary.restores} restores, "
+            f"{summary.alerts} alerts, {summary.dead_letters} dead letters"
+        )
         return 0
     finally:
         worker.send_signal(signal.SIGTERM)

@@ -76,6 +76,15 @@ def _remember(state: SimState, key: str, at: datetime, policy: Policy, now: date
     _forget_old_ids(state, (now - policy.dedupe_horizon).timestamp(), policy.dedupe_max_ids)
 
 
+def _from_the_future(state: SimState, at: datetime, now: datetime, policy: Policy, name: str) -> Step | None:
+    """R15: an input dated more than the allowed clock skew after now is refused: one bad
+    date would otherwise outrank every later event (balances, subscriptions)."""
+    if at <= now + policy.max_future_skew:
+        return None
+    detail = f"{name} is more than {policy.max_future_skew} after now"
+    return Step(state, [], "rejected", Rejection(f"{name}_in_future", detail))
+
+
 def apply_usage(state: SimState, record: UsageRecord, now: datetime, policy: Policy) -> Step:
     """Count one usage record (R1-R4, R8, R9, R14) after rolling the SIM to ``now``."""
     if record.start < now - policy.dedupe_horizon:
@@ -88,13 +97,8 @@ def apply_usage(state: SimState, record: UsageRecord, now: datetime, policy: Pol
                 f"start is more than {policy.dedupe_horizon} before now; kept for reconciliation",
             ),
         )
-    if record.end > now + policy.max_future_skew:
-        return Step(
-            state,
-            [],
-            "rejected",
-            Rejection("end_in_future", f"end is more than {policy.max_future_skew} after now"),
-        )
+    if (refused := _from_the_future(state, record.end, now, policy, "end")) is not None:
+        return refused
     ctx = Ctx(now, policy)
     advance(state, ctx)
     if record.record_id in state.seen:
@@ -176,13 +180,8 @@ def apply_subscription(state: SimState, sub: Subscription, now: datetime, policy
 
 def apply_balance(state: SimState, event: BalanceEvent, now: datetime, policy: Policy) -> Step:
     """R10: the latest balance decides; below zero adds ``arrears``, zero or more clears it."""
-    if event.at > now + policy.max_future_skew:
-        return Step(
-            state,
-            [],
-            "rejected",
-            Rejection("at_in_future", f"at is more than {policy.max_future_skew} after now"),
-        )
+    if (refused := _from_the_future(state, event.at, now, policy, "at")) is not None:
+        return refused
     ctx = Ctx(now, policy)
     advance(state, ctx)
     if state.balance_at is not None and event.at <= state.balance_at:
@@ -217,13 +216,8 @@ def _refusal(state: SimState, request: ManualRequest, now: datetime) -> str | No
 
 def apply_request(state: SimState, request: ManualRequest, now: datetime, policy: Policy) -> Step:
     """R13: manual suspend and resume, accepted or refused with a reason."""
-    if request.at > now + policy.max_future_skew:
-        return Step(
-            state,
-            [],
-            "rejected",
-            Rejection("at_in_future", f"at is more than {policy.max_future_skew} after now"),
-        )
+    if (refused := _from_the_future(state, request.at, now, policy, "at")) is not None:
+        return refused
     ctx = Ctx(now, policy)
     advance(state, ctx)
     key = f"request:{request.request_id}"

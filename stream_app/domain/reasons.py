@@ -39,51 +39,42 @@ def add_reason(
     state: SimState, ctx: Ctx, reason: str, trigger: str, at: datetime, cause: str | None, occasion: str
 ) -> None:
     """Suspend when the set was empty; otherwise only audit. Nothing once cancelled."""
-    if state.cancelled or reason in state.reasons:
-        return
-    before, status_before = set(state.reasons), state.status
-    state.reasons.add(reason)
-    if not before:
-        _command(
-            ctx,
-            state,
-            out.command(state.iccid, "suspend", reason, trigger, at, state.reasons, cause, occasion),
-        )
-    ctx.emitted.append(
-        out.audit(
-            state.iccid,
-            "reason_added",
-            reason,
-            trigger,
-            at,
-            before,
-            state.reasons,
-            status_before,
-            state.status,
-            cause,
-            occasion,
-        )
-    )
+    if not state.cancelled and reason not in state.reasons:
+        _change(state, ctx, reason, True, trigger, at, cause, occasion)
 
 
 def clear_reason(
     state: SimState, ctx: Ctx, reason: str, trigger: str, at: datetime, cause: str | None, occasion: str
 ) -> None:
     """Restore when the set becomes empty; otherwise only audit. Nothing once cancelled."""
-    if state.cancelled or reason not in state.reasons:
-        return
+    if not state.cancelled and reason in state.reasons:
+        _change(state, ctx, reason, False, trigger, at, cause, occasion)
+
+
+def _change(
+    state: SimState,
+    ctx: Ctx,
+    reason: str,
+    adding: bool,
+    trigger: str,
+    at: datetime,
+    cause: str | None,
+    occasion: str,
+) -> None:
     before, status_before = set(state.reasons), state.status
-    state.reasons.discard(reason)
-    if not state.reasons:
+    if adding:
+        state.reasons.add(reason)
+    else:
+        state.reasons.discard(reason)
+    if not before or not state.reasons:  # the set became non-empty, or empty (R5)
+        action = "suspend" if adding else "restore"
         _command(
-            ctx,
-            state,
-            out.command(state.iccid, "restore", reason, trigger, at, state.reasons, cause, occasion),
+            ctx, state, out.command(state.iccid, action, reason, trigger, at, state.reasons, cause, occasion)
         )
     ctx.emitted.append(
         out.audit(
             state.iccid,
-            "reason_cleared",
+            "reason_added" if adding else "reason_cleared",
             reason,
             trigger,
             at,

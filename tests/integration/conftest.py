@@ -19,6 +19,7 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from stream_app.admin import ensure_topics
+from stream_app.domain.timeutil import format_time
 from stream_app.localbroker import BrokerError, LocalBroker, free_port
 from stream_app.settings import Settings
 from stream_app.topics import REGISTRY, env_name
@@ -80,6 +82,16 @@ def worker_env(kafka: str, **overrides: str) -> dict[str, str]:
         env[env_name(spec.logical)] = f"{spec.default_name}.{suffix}"
     env.update(overrides)
     return env
+
+
+def simulated_clock(start: datetime, speed: float, anchor: float) -> dict[str, str]:
+    """Worker settings for a simulated clock showing ``start`` at wall time ``anchor``."""
+    return {
+        "STREAM_APP_CLOCK": "simulated",
+        "STREAM_APP_CLOCK_START": format_time(start),
+        "STREAM_APP_CLOCK_SPEED": str(speed),
+        "STREAM_APP_CLOCK_ANCHOR": str(anchor),
+    }
 
 
 class WorkerProcess:

@@ -18,7 +18,11 @@ def test_demo_runs_a_worker_and_a_feed_and_prints_urls_progress_and_a_summary(ka
     env = {**os.environ, **worker_env(kafka)}
     result = subprocess.run(
         [sys.executable, "-m", "stream_app", "demo", "--sims", "50", "--rate", "100", "--duration", "8"],
-        env=env, capture_output=True, timeout=120, check=False)
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
     out = result.stdout.decode()
     assert result.returncode == 0, out + result.stderr.decode()
     port = env["STREAM_APP_WEB_PORT"]

@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaProducer
 
 from stream_app.domain.timeutil import format_time, parse_time
 
-from .conftest import WorkerProcess, outputs_for, send, wait_known, worker_env
+from .conftest import WorkerProcess, outputs_for, send, simulated_clock, wait_known, worker_env
 from .test_worker import iccid, subscription
 
 pytestmark = pytest.mark.integration
@@ -50,6 +50,8 @@ async def test_arrears_and_manual_requests_round_trip(
                 "requested_by": "noc",
             },
         )
+        # topics are consumed independently: let the arrears land before the refused request
+        await out.wait_for(lambda _: len(out.of("commands", iccid=debtor)) == 1)
         await send(
             producer,
             settings,
@@ -98,14 +100,7 @@ async def test_expiry_grace_and_cancellation_on_the_simulated_clock(
     start = parse_time("2026-03-10T00:00:00+08:00")
     anchor = time.time() + 8
     worker = start_worker(
-        worker_env(
-            kafka,
-            STREAM_APP_CLOCK="simulated",
-            STREAM_APP_CLOCK_START=format_time(start),
-            STREAM_APP_CLOCK_SPEED=str(4 * 86400),
-            STREAM_APP_CLOCK_ANCHOR=str(anchor),
-            STREAM_APP_GRACE_MONTHS="1",
-        )
+        worker_env(kafka, **simulated_clock(start, 4 * 86400, anchor), STREAM_APP_GRACE_MONTHS="1")
     )
     settings = worker.settings
     sim = iccid()

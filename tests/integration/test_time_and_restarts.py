@@ -11,9 +11,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from stream_app.domain.timeutil import format_time, parse_time
+from stream_app.domain.timeutil import parse_time
 
-from .conftest import WorkerProcess, outputs_for, send, wait_known, worker_env
+from .conftest import WorkerProcess, outputs_for, send, simulated_clock, wait_known, worker_env
 from .test_worker import GB, iccid, subscription, usage
 
 pytestmark = pytest.mark.integration
@@ -26,15 +26,7 @@ async def test_month_boundary_crossed_by_the_simulated_clock_restores_with_no_tr
     # just after start-up, so the boundary comes ~12 s (wall) after the worker is ready.
     start = parse_time("2026-03-31T23:58:00+08:00")
     anchor = time.time() + 8
-    worker = start_worker(
-        worker_env(
-            kafka,
-            STREAM_APP_CLOCK="simulated",
-            STREAM_APP_CLOCK_START=format_time(start),
-            STREAM_APP_CLOCK_SPEED="10",
-            STREAM_APP_CLOCK_ANCHOR=str(anchor),
-        )
-    )
+    worker = start_worker(worker_env(kafka, **simulated_clock(start, 10, anchor)))
     settings = worker.settings
     sims = [iccid() for _ in range(5)]
     out = await outputs_for(kafka, settings)
