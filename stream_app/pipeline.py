@@ -22,11 +22,7 @@ from .domain import (
     SimState,
     Subscription,
     UsageRecord,
-    apply_balance,
-    apply_request,
-    apply_subscription,
     apply_tick,
-    apply_usage,
     balance_event,
     iccid_of,
     manual_request,
@@ -34,6 +30,7 @@ from .domain import (
     subscription,
     usage_record,
 )
+from .domain.engine import Input, apply_input
 from .domain.outputs import dead_letter
 from .topics import BILLING, REQUESTS, SUBSCRIPTIONS, USAGE
 
@@ -59,9 +56,6 @@ class Decision(NamedTuple):
     """The engine's outcome (see domain.engine.Step), or invalid | error."""
     item: UsageRecord | Subscription | BalanceEvent | ManualRequest | None = None
     """The validated input, when it was valid."""
-
-
-Input = UsageRecord | Subscription | BalanceEvent | ManualRequest
 
 
 def parse(logical: str, raw: bytes | None, max_bytes: int, key: bytes | None = None) -> Input:
@@ -99,14 +93,7 @@ def apply(
     iccid = item.iccid
     try:
         state = load(iccid) or new_state(iccid, now, policy)
-        if isinstance(item, UsageRecord):
-            step = apply_usage(state, item, now, policy)
-        elif isinstance(item, Subscription):
-            step = apply_subscription(state, item, now, policy)
-        elif isinstance(item, BalanceEvent):
-            step = apply_balance(state, item, now, policy)
-        else:
-            step = apply_request(state, item, now, policy)
+        step = apply_input(state, item, now, policy)
     except Exception as exc:  # a bug must not stall the partition; keep the evidence
         log.exception("unexpected error on %s[%s]@%s", *source)
         return rejected(source, raw, iccid, "internal_error", repr(exc), "error")

@@ -17,9 +17,10 @@ from typing import BinaryIO
 import orjson
 
 from .domain import InvalidInput, Output, SimState, Subscription, UsageRecord, due_at
+from .domain.engine import Input
 from .domain.outputs import dead_letter
 from .domain.timeutil import TimeFormatError, parse_time
-from .pipeline import Decision, Input, Source, apply, decide_tick, parse, rejected
+from .pipeline import Decision, Source, apply, decide_tick, parse, rejected
 from .schedule import DueIndex
 from .settings import Settings
 from .topics import BILLING, REQUESTS, SUBSCRIPTIONS, USAGE

@@ -8,6 +8,7 @@ due happens before the input is applied, whether a tick or an input brought now 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import NamedTuple
 
@@ -32,9 +33,12 @@ from .timeline import advance, forget_old_occasions
 from .timeutil import month_of
 
 __all__ = [
+    "Input",
     "Policy",
     "Step",
     "apply_balance",
+    "apply_input",
+    "apply_many",
     "apply_request",
     "apply_subscription",
     "apply_tick",
@@ -244,6 +248,28 @@ def apply_request(state: SimState, request: ManualRequest, now: datetime, policy
     else:
         clear_reason(state, ctx, MANUAL, "request", now, request.request_id, "")
     return Step(state, ctx.emitted, "accepted")
+
+
+Input = UsageRecord | Subscription | BalanceEvent | ManualRequest
+
+
+def apply_input(state: SimState, item: Input, now: datetime, policy: Policy) -> Step:
+    if isinstance(item, UsageRecord):
+        return apply_usage(state, item, now, policy)
+    if isinstance(item, Subscription):
+        return apply_subscription(state, item, now, policy)
+    if isinstance(item, BalanceEvent):
+        return apply_balance(state, item, now, policy)
+    return apply_request(state, item, now, policy)
+
+
+def apply_many(
+    state: SimState, items: Sequence[Input], now: datetime, policy: Policy
+) -> tuple[SimState, list[Step]]:
+    """Several inputs for one SIM in order, on one state: a batch decodes and stores the
+    SIM once instead of once per input. Steps keep each input's outcome and rejection."""
+    steps = [apply_input(state, item, now, policy) for item in items]
+    return state, steps
 
 
 def apply_tick(state: SimState, now: datetime, policy: Policy) -> Step:

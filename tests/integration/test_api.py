@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -46,6 +48,20 @@ def scrape(port: int) -> dict[str, float]:
     return samples
 
 
+def check_public_tables_off_and_the_sim_command(worker: WorkerProcess, sim: str) -> None:
+    port = worker.settings.web_port
+    assert get(port, "/table/sims")[0] == 404  # Faust's public table endpoints are off
+    shown = subprocess.run(
+        [sys.executable, "-m", "stream_app", "sim", sim],
+        env=worker.env,
+        capture_output=True,
+        check=False,
+        timeout=30,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert f"SIM {sim}  SUSPENDED  (reasons: quota)" in shown.stdout.decode()
+
+
 async def wait_ready(*workers: WorkerProcess, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not all(get(w.settings.web_port, "/readyz")[0] == 200 for w in workers):
@@ -79,6 +95,7 @@ async def test_sim_state_health_readiness_and_metrics(
     assert body["plan"]["quota_bytes"] == 1000
     assert body["next_due"]["event"] == "month_start"
     assert [c["action"] for c in body["last_commands"]] == ["suspend"]
+    check_public_tables_off_and_the_sim_command(worker, sim)
     assert get(port, "/sims/12345")[0] == 400
     assert get(port, f"/sims/{iccid()}")[0] == 404
 

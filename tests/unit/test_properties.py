@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from stream_app import codec
 from stream_app.domain import Policy, apply_subscription, apply_usage, new_state, subscription, usage_record
+from stream_app.domain.engine import apply_input, apply_many
 from stream_app.domain.timeutil import format_time, month_of
 
 from .scenario import GB, ICCID, OTHER, line, replay, subscription_msg, t, tick_line
@@ -228,3 +229,17 @@ def test_commands_alternate_and_nothing_follows_cancel(
     trail = [o["value"] for o in out if o["topic"] == "sim.audit"]
     for previous, current in itertools.pairwise(trail):
         assert previous["reasons_after"] == current["reasons_before"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(records)
+def test_a_batch_for_one_sim_gives_what_the_inputs_give_one_by_one(recs: list[tuple[int, int, str]]) -> None:
+    policy = Policy()
+    items = [subscription(subscription_msg(quota=GB))] + [
+        usage_record(_usage(i, start, total, ICCID)) for i, (start, total, _) in enumerate(recs)
+    ]
+    one_by_one = new_state(ICCID, NOW, policy)
+    outputs = [o for item in items for o in apply_input(one_by_one, item, NOW, policy).outputs]
+    batched, steps = apply_many(new_state(ICCID, NOW, policy), items, NOW, policy)
+    assert [o for step in steps for o in step.outputs] == outputs
+    assert codec.encode_state(batched) == codec.encode_state(one_by_one)
