@@ -18,20 +18,27 @@ Design notes (see also ../shared/faust-notes.md):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+import weakref
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 import faust
+from faust.streams import _current_event
 from prometheus_client import CollectorRegistry
 
 from . import codec
+from .batch import Incoming, SimBatch, decide_batch
 from .domain import SimState, UsageRecord
+from .domain.outputs import Output
 from .logs import logging_config
 from .metrics import Metrics
 from .ownership import Books, PartitionBook, Summary, summary
-from .pipeline import Decision, Source, decide, decide_tick, rejected
+from .pipeline import Decision, Source, decide_tick, rejected
 from .settings import Settings
 from .topics import (
     ALERTS,
@@ -50,6 +57,9 @@ from .topics import (
 log = logging.getLogger("stream_app")
 
 TABLE = "sims"
+BATCH_SIZE = 2000
+BATCH_WINDOW = 0.02
+"""Seconds a batch waits to fill: small, so a lone message is decided promptly."""
 COUNTED = frozenset({"accepted", "late", "unknown_sim", "cancelled"})
 
 
@@ -84,6 +94,7 @@ class Worker:
         self.ticks = self._topic(TICKS)
         self.books = Books(self.policy)
         self._loaded: dict[str, Summary] = {}
+        self._state_lock = asyncio.Lock()
         self._install()
 
     def _topic(self, logical: str) -> Any:
@@ -105,6 +116,21 @@ class Worker:
         return state
 
     async def apply(self, decision: Decision, source: Source, received: float | None) -> None:
+        """Send one decision's outputs, then store its state (see _send_then_store)."""
+        before = self._loaded.pop(decision.iccid, None) if decision.iccid is not None else None
+        await self._send_then_store(decision.iccid, decision.state, decision.outputs, source, before, None)
+        if decision.outputs and received is not None:
+            self.metrics.decision_latency.observe(max(time.time() - received, 0.0))
+
+    async def _send_then_store(
+        self,
+        iccid: str | None,
+        state: SimState | None,
+        outputs: list[Output],
+        source: Source,
+        before: Summary | None,
+        event: Any,
+    ) -> None:
         """Send the outputs, then store the new state.
 
         Outputs are handed to the producer before the changelog write (which Faust
@@ -112,16 +138,15 @@ class Worker:
         outputs are lost: at worst the input is processed again and the outputs repeat,
         with the same ids. A value that cannot be encoded or sent (a bug, or a message
         Kafka refuses) becomes a dead letter instead of crashing the agent, which would
-        ack and drop the input.
+        ack and drop the input. ``event`` is the input event the state write belongs to
+        (None: the event being processed), which picks the changelog partition.
         """
-        iccid = decision.iccid
-        before = self._loaded.pop(iccid, None) if iccid is not None else None
         try:
             stored = None
-            if decision.state is not None and iccid is not None:
-                decision.state.partition = source.partition
-                stored = codec.encode_state(decision.state)
-            for output in decision.outputs:
+            if state is not None and iccid is not None:
+                state.partition = source.partition
+                stored = codec.encode_state(state)
+            for output in outputs:
                 await self.outputs[output.topic].send(
                     key=output.key.encode(), value=codec.encode(output.value)
                 )
@@ -129,16 +154,19 @@ class Worker:
         except Exception as exc:
             log.exception("could not send the outputs of %s[%s]@%s", *source)
             letter = rejected(source, b"", iccid, "internal_error", f"outputs not sent: {exc!r}", "error")
-            await self.outputs[DEADLETTER].send(
-                key=(iccid or "").encode(), value=codec.encode(letter.outputs[0].value)
-            )
-            self._observe(DEADLETTER, letter.outputs[0].value)
+            value = letter.outputs[0].value
+            await self.outputs[DEADLETTER].send(key=(iccid or "").encode(), value=codec.encode(value))
+            self._observe(DEADLETTER, value)
             return
-        if stored is not None and iccid is not None and decision.state is not None:
+        if stored is None or iccid is None or state is None:
+            return
+        token = _current_event.set(weakref.ref(event)) if event is not None else None
+        try:
             self.table[iccid.encode()] = stored
-            self.books.record(source.partition, before, decision.state)
-        if decision.outputs and received is not None:
-            self.metrics.decision_latency.observe(max(time.time() - received, 0.0))
+        finally:
+            if token is not None:
+                _current_event.reset(token)
+        self.books.record(source.partition, before, state)
 
     def _observe(self, topic: str, value: dict[str, Any]) -> None:
         metrics = self.metrics
@@ -193,58 +221,99 @@ class Worker:
     # --- agents --------------------------------------------------------------------
 
     def _input_agent(self, logical: str) -> Callable[[Any], Awaitable[None]]:
-        metrics = self.metrics
-
         async def agent(stream: Any) -> None:
-            async for event in stream.events():
-                message = event.message
-                now = self.clock.now()
-                source = Source(message.topic, message.partition, message.offset)
-                decision = decide(
-                    logical,
-                    event.value,
-                    source,
-                    self.load,
-                    now,
-                    self.policy,
-                    self.settings.max_message_bytes,
-                    key=event.key if event.key is not None else b"",  # no key: key_mismatch
-                )
-                await self.apply(decision, source, message.timestamp)
-                metrics.input_messages.labels(logical, decision.outcome).inc()
-                if isinstance(decision.item, UsageRecord):
-                    metrics.freshness.observe(max((now - decision.item.end).total_seconds(), 0.0))
-                    if decision.outcome in COUNTED:
-                        metrics.usage_bytes.inc(decision.item.total_bytes)
+            # Batches: one state decode and one changelog write per SIM per batch. Table
+            # writes inside take_events need the event re-bound (faust-notes 2.2).
+            async for events in stream.take_events(BATCH_SIZE, within=BATCH_WINDOW):
+                await self._process_batch(logical, events)
 
         agent.__name__ = f"on_{logical}"
         return agent
 
+    async def _process_batch(self, logical: str, events: list[Any]) -> None:
+        # One agent at a time between a SIM's load and its store: the outputs are sent
+        # in between (before the store, see _send_then_store), and another topic's agent
+        # reading the same SIM meanwhile would lose one of the two updates.
+        async with self._state_lock:
+            await self._decide_and_apply(logical, events)
+
+    async def _decide_and_apply(self, logical: str, events: list[Any]) -> None:
+        now = self.clock.now()
+        batch = [
+            Incoming(
+                Source(e.message.topic, e.message.partition, e.message.offset),
+                e.value,
+                e.key if e.key is not None else b"",  # no key: key_mismatch
+                e.message.timestamp,
+                e,
+            )
+            for e in events
+        ]
+        invalid, sims = decide_batch(
+            logical, batch, self.load, now, self.policy, self.settings.max_message_bytes
+        )
+        for incoming, decision in invalid:
+            await self._send_then_store(None, None, decision.outputs, incoming.source, None, incoming.ref)
+        for sim in sims:
+            outputs = [o for _incoming, decision in sim.decisions for o in decision.outputs]
+            before = self._loaded.pop(sim.iccid, None)
+            await self._send_then_store(sim.iccid, sim.state, outputs, sim.last.source, before, sim.last.ref)
+        self._count(logical, now, invalid, sims)
+
+    def _count(
+        self, logical: str, now: datetime, invalid: list[tuple[Incoming, Decision]], sims: list[SimBatch]
+    ) -> None:
+        metrics = self.metrics
+        outcomes: Counter[str] = Counter(decision.outcome for _incoming, decision in invalid)
+        counted = 0
+        sent_at = time.time()
+        for incoming, _decision in invalid:
+            if incoming.received is not None:
+                metrics.decision_latency.observe(max(sent_at - incoming.received, 0.0))
+        for sim in sims:
+            for incoming, decision in sim.decisions:
+                outcomes[decision.outcome] += 1
+                item = decision.item
+                if isinstance(item, UsageRecord):
+                    metrics.freshness.observe(max((now - item.end).total_seconds(), 0.0))
+                    if decision.outcome in COUNTED:
+                        counted += item.total_bytes
+                if decision.outputs and incoming.received is not None:
+                    metrics.decision_latency.observe(max(sent_at - incoming.received, 0.0))
+        for outcome, number in outcomes.items():
+            metrics.input_messages.labels(logical, outcome).inc(number)
+        if counted:
+            metrics.usage_bytes.inc(counted)
+
     async def _on_tick(self, stream: Any) -> None:
         async for event in stream.events():
-            partition = event.message.partition
-            now = self.clock.now()
-            started = time.monotonic()
-            book = self.book(partition)
-            source = Source(event.message.topic, partition, event.message.offset)
-            due = 0
-            for _due, iccid in book.due.pop_due(now):
-                due += 1
-                try:
-                    state = self.load(iccid)
-                    decision = decide_tick(state, now, self.policy) if state is not None else None
-                    if decision is not None:
-                        await self.apply(decision, source, None)
-                    failed = decision is not None and decision.outcome == "error"
-                except Exception:
-                    log.exception("rolling %s forward failed", iccid)
-                    failed = True
-                if failed:  # one SIM must not stop the sweep; it is looked at again next tick
-                    book.due.schedule(iccid, now + self.settings.tick_interval)
-            if due:
-                self.metrics.swept_sims.inc(due)
-                self.metrics.sweep_timestamp.set(time.time())
-                self.metrics.sweep_duration.set(time.monotonic() - started)
+            async with self._state_lock:  # see _process_batch
+                await self._sweep(event.message.partition, event)
+
+    async def _sweep(self, partition: int, event: Any) -> None:
+        """Roll forward the partition's SIMs that are due (month starts, expiries...)."""
+        now = self.clock.now()
+        started = time.monotonic()
+        book = self.book(partition)
+        source = Source(event.message.topic, partition, event.message.offset)
+        due = 0
+        for _due, iccid in book.due.pop_due(now):
+            due += 1
+            try:
+                state = self.load(iccid)
+                decision = decide_tick(state, now, self.policy) if state is not None else None
+                if decision is not None:
+                    await self.apply(decision, source, None)
+                failed = decision is not None and decision.outcome == "error"
+            except Exception:
+                log.exception("rolling %s forward failed", iccid)
+                failed = True
+            if failed:  # one SIM must not stop the sweep; it is looked at again next tick
+                book.due.schedule(iccid, now + self.settings.tick_interval)
+        if due:
+            self.metrics.swept_sims.inc(due)
+            self.metrics.sweep_timestamp.set(time.time())
+            self.metrics.sweep_duration.set(time.monotonic() - started)
 
     async def _every_tick_interval(self) -> None:
         # An exception escaping a timer crashes the whole worker: log and go on.

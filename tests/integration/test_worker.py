@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import time
+import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
@@ -134,3 +136,31 @@ async def test_bad_input_goes_to_the_dead_letter_topic_and_the_partition_goes_on
     [garbage] = [d for d in letters if d["error"] == "invalid_json"]
     assert base64.b64decode(garbage["payload_b64"]) == b"{not json"
     assert out.of("commands", iccid=sim)[0]["cause"] == "valid-after-bad"
+
+
+async def test_subscriptions_and_usage_racing_on_two_topics_lose_no_update(
+    kafka: str, worker: WorkerProcess, producer: AIOKafkaProducer
+) -> None:
+    # The subscription and usage agents run concurrently; both read and write a SIM's
+    # state. An update lost between them would show as missing usage or a missing plan.
+    settings = worker.settings
+    sims = [iccid() for _ in range(30)]
+    out = await outputs_for(kafka, settings)
+    try:
+        for n, sim in enumerate(sims):
+            sends = [
+                send(producer, settings, "subscriptions", subscription(sim, 1000)),
+                send(producer, settings, "usage", usage(sim, 600, f"{sim}-a")),
+                send(producer, settings, "usage", usage(sim, 600, f"{sim}-b")),
+            ]
+            for coroutine in sends[n % 3 :] + sends[: n % 3]:  # every order
+                await coroutine
+        await out.wait_for(lambda _: len(out.of("commands")) >= len(sims))
+        await out.settle(2)
+    finally:
+        await out.consumer.stop()
+    assert sorted(c["iccid"] for c in out.of("commands")) == sorted(sims)  # each suspended once
+    for sim in sims:
+        with urllib.request.urlopen(f"http://127.0.0.1:{settings.web_port}/sims/{sim}", timeout=10) as r:
+            body = orjson.loads(r.read())
+        assert (body["used_bytes"], body["plan"]["quota_bytes"], body["reasons"]) == (1200, 1000, ["quota"])

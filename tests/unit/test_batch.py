@@ -1,0 +1,95 @@
+"""A batch decides exactly what the same messages decide one by one."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import timedelta
+from typing import Any
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stream_app import codec
+from stream_app.batch import Incoming, decide_batch
+from stream_app.domain import Policy, SimState, apply_subscription, new_state, subscription
+from stream_app.domain.timeutil import format_time
+from stream_app.pipeline import Source, decide
+
+from .scenario import GB, ICCID, OTHER, subscription_msg, t
+
+NOW = t("2026-03-20T12:00:00+08:00")
+
+usage_batches = st.lists(
+    st.tuples(
+        st.sampled_from([ICCID, OTHER, "898600000000000000XX"]),
+        st.integers(min_value=0, max_value=12),  # record id: repeats are duplicates
+        st.integers(min_value=0, max_value=GB),
+        st.integers(min_value=0, max_value=9 * 24 * 60),  # minutes before now: some too old
+        st.booleans(),  # garbage instead
+    ),
+    max_size=40,
+)
+
+
+def _usage(iccid: str, n: int, total: int, minutes: int, garbage: bool) -> bytes:
+    if garbage:
+        return b"{not json"
+    start = NOW - timedelta(minutes=minutes)
+    return orjson.dumps(
+        {
+            "record_id": f"r{n}",
+            "iccid": iccid,
+            "carrier": "cmcc",
+            "start": format_time(start),
+            "end": format_time(start + timedelta(minutes=1)),
+            "bytes_up": total,
+            "bytes_down": 0,
+        }
+    )
+
+
+def _known_sims(policy: Policy) -> dict[str, SimState]:
+    states = {}
+    for iccid in (ICCID, OTHER):
+        state = new_state(iccid, NOW, policy)
+        apply_subscription(state, subscription(subscription_msg(iccid=iccid, quota=2 * GB)), NOW, policy)
+        states[iccid] = state
+    return states
+
+
+@settings(max_examples=200, deadline=None)
+@given(usage_batches, st.booleans())
+def test_a_batch_decides_what_the_messages_decide_one_by_one(
+    batch: list[tuple[str, int, int, int, bool]], known: bool
+) -> None:
+    policy = Policy()
+    one: dict[str, SimState] = _known_sims(policy) if known else {}
+    batched: dict[str, SimState] = _known_sims(policy) if known else {}
+    expected: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    got: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    incoming = []
+    for offset, (iccid, n, total, minutes, garbage) in enumerate(batch):
+        raw, source = _usage(iccid, n, total, minutes, garbage), Source("sim.usage", 0, offset)
+        decision = decide("usage", raw, source, one.get, NOW, policy, 65536, key=iccid.encode())
+        if decision.state is not None and decision.iccid is not None:
+            one[decision.iccid] = decision.state
+        for output in decision.outputs:
+            expected[output.key].append(output.value)
+        incoming.append(Incoming(source, raw, iccid.encode(), None, None))
+
+    invalid, sims = decide_batch("usage", incoming, batched.get, NOW, policy, 65536)
+    for _incoming, decision in invalid:
+        got[""].extend(output.value for output in decision.outputs)
+    for sim in sims:
+        if sim.state is not None:
+            batched[sim.iccid] = sim.state
+        for _incoming, decision in sim.decisions:
+            for output in decision.outputs:
+                got[output.key].append(output.value)
+    # per SIM the outputs come in the same order; dead letters of unparsable input have no SIM
+    assert {k: v for k, v in got.items() if k} == {k: v for k, v in expected.items() if k}
+    assert sorted(map(orjson.dumps, got[""])) == sorted(map(orjson.dumps, expected[""]))
+    assert {k: codec.encode_state(v) for k, v in batched.items()} == {
+        k: codec.encode_state(v) for k, v in one.items()
+    }
