@@ -23,7 +23,7 @@ import logging
 import time
 import weakref
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -196,27 +196,38 @@ class Worker:
         elif topic == DEADLETTER:
             metrics.dead_letters.labels(value["topic"], value["error"]).inc()
 
-    def book(self, partition: int) -> PartitionBook:
+    async def book(self, partition: int) -> PartitionBook:
         """This partition's book, built from the table on first use after a rebalance.
 
-        The memory store's items() also yields standby and stale keys, so only states
-        stored with this partition are taken.
+        One pass over the table builds the books of every partition this worker owns
+        (not one pass per partition), yielding to the event loop as it goes so that a
+        large table does not starve heartbeats. The memory store's items() also yields
+        standby and stale keys, so each state goes to the partition it was stored with.
         """
         book = self.books.partitions.get(partition)
-        if book is None:
-            book = self.books.build(partition, self._states_of(partition))
-            log.info("partition %d: %d SIMs, %d due", partition, sum(book.statuses.values()), len(book.due))
-        return book
-
-    def _states_of(self, partition: int) -> Iterator[SimState]:
-        for key, raw in self.table.items():
+        if book is not None:
+            return book
+        ticks = self.ticks.get_topic_name()
+        owned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == ticks}
+        building = {p: PartitionBook() for p in owned | {partition} if p not in self.books.partitions}
+        generation = self.books.generation
+        for n, (key, raw) in enumerate(list(self.table.items())):
+            if n % 2000 == 1999:
+                await asyncio.sleep(0)
             try:
                 state = codec.decode_state(raw)
             except Exception:
                 log.exception("stored state of %r cannot be decoded; skipped", key)
                 continue
-            if state.partition == partition:
-                yield state
+            target = building.get(state.partition) if state.partition is not None else None
+            if target is not None:
+                self.books.add(target, state)
+        if generation != self.books.generation:  # a rebalance came meanwhile: build again
+            return await self.book(partition)
+        for number, built in building.items():
+            self.books.partitions.setdefault(number, built)
+            log.info("partition %d: %d SIMs, %d due", number, sum(built.statuses.values()), len(built.due))
+        return self.books.partitions[partition]
 
     # --- agents --------------------------------------------------------------------
 
@@ -294,7 +305,7 @@ class Worker:
         """Roll forward the partition's SIMs that are due (month starts, expiries...)."""
         now = self.clock.now()
         started = time.monotonic()
-        book = self.book(partition)
+        book = await self.book(partition)
         source = Source(event.message.topic, partition, event.message.offset)
         due = 0
         for _due, iccid in book.due.pop_due(now):

@@ -40,14 +40,19 @@ class Books:
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self.partitions: dict[int, PartitionBook] = {}
+        self.generation = 0
+        """Bumped by every clear (rebalance): a build that spans one is thrown away."""
 
     def build(self, partition: int, states: Iterable[SimState]) -> PartitionBook:
         book = PartitionBook()
         for state in states:
-            book.due.schedule(state.iccid, due_at(state, self.policy))
-            book.count(summary(state), +1)
+            self.add(book, state)
         self.partitions[partition] = book
         return book
+
+    def add(self, book: PartitionBook, state: SimState) -> None:
+        book.due.schedule(state.iccid, due_at(state, self.policy))
+        book.count(summary(state), +1)
 
     def record(self, partition: int, before: Summary | None, after: SimState) -> None:
         """A SIM's state was written; a partition not built yet will see it when built."""
@@ -61,6 +66,7 @@ class Books:
 
     def clear(self) -> None:
         self.partitions.clear()
+        self.generation += 1
 
     def totals(self) -> tuple[Counter[str], Counter[str]]:
         statuses: Counter[str] = Counter()

@@ -1,0 +1,35 @@
+"""The per-partition books: due index and status counts kept current by every write."""
+
+from __future__ import annotations
+
+from stream_app.domain import Policy, apply_subscription, apply_usage, new_state, subscription, usage_record
+from stream_app.ownership import Books, summary
+
+from .scenario import GB, ICCID, OTHER, subscription_msg, t, usage_msg
+
+
+def test_books_count_statuses_and_reasons_and_follow_every_write() -> None:
+    policy = Policy()
+    now = t("2026-03-20T12:00:00+08:00")
+    sims = []
+    for iccid in (ICCID, OTHER):
+        state = new_state(iccid, now, policy)
+        apply_subscription(state, subscription(subscription_msg(iccid=iccid, quota=GB)), now, policy)
+        sims.append(state)
+    books = Books(policy)
+    book = books.build(3, sims)
+    assert (book.statuses["active"], len(book.due)) == (2, 2)
+
+    state = sims[0]
+    before = summary(state)
+    apply_usage(state, usage_record(usage_msg("2026-03-20T11:00:00+08:00", 2 * GB, iccid=ICCID)), now, policy)
+    books.record(3, before, state)
+    statuses, reasons = books.totals()
+    assert (statuses["active"], statuses["suspended"], reasons["quota"]) == (1, 1, 1)
+    assert book.due.next_due() == t("2026-04-01T00:00:00+08:00")
+
+    generation = books.generation
+    books.clear()
+    assert books.partitions == {} and books.generation == generation + 1
+    books.record(3, None, state)  # a partition not built yet learns it when built
+    assert books.partitions == {}
