@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from . import codec
 from .domain import (
@@ -70,6 +70,11 @@ def parse(logical: str, raw: bytes | None, max_bytes: int, key: bytes | None = N
     iccid = iccid_of(message)
     if key is not None and key != iccid.encode():
         raise InvalidInput("key_mismatch", "the Kafka key must be the message's ICCID in upper case")
+    return validate(logical, message)
+
+
+def validate(logical: str, message: dict[str, Any]) -> Input:
+    """Validate an already decoded message of input topic ``logical``; raises InvalidInput."""
     if logical == USAGE:
         return usage_record(message)
     if logical == SUBSCRIPTIONS:

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import orjson
 
-from .domain import InvalidInput, Output, SimState, Subscription, UsageRecord, due_at
+from .domain import InvalidInput, Output, SimState, Subscription, UsageRecord, due_at, iccid_of
 from .domain.engine import Input
 from .domain.outputs import dead_letter
 from .domain.timeutil import TimeFormatError, parse_time
-from .pipeline import Decision, Source, apply, decide_tick, parse, rejected
+from .pipeline import Decision, Source, apply, decide_tick, rejected, validate
 from .schedule import DueIndex
 from .settings import Settings
 from .topics import BILLING, REQUESTS, SUBSCRIPTIONS, USAGE
@@ -66,7 +66,7 @@ class Replayer:
             ]
         source = Source(str(topic), 0, number)
         try:
-            item = parse(logical, orjson.dumps(value), self.settings.max_message_bytes)
+            item = self._validate(logical, value, len(raw))
         except InvalidInput as exc:
             # An invalid line does not move now: its times cannot be trusted.
             return rejected(source, raw, None, exc.code, exc.detail, "invalid").outputs
@@ -74,6 +74,17 @@ class Replayer:
         decision = apply(item, source, raw, self.states.get, self.now or _EPOCH, self.policy)
         self._keep(decision)
         return emitted + decision.outputs
+
+    def _validate(self, logical: str, value: Any, line_bytes: int) -> Input:
+        """The message of a line, validated as the worker would; the line is parsed once
+        (its size is measured on the value only when the whole line is near the limit)."""
+        limit = self.settings.max_message_bytes
+        if line_bytes > limit and len(orjson.dumps(value)) > limit:
+            raise InvalidInput("too_large", f"message is over the {limit} bytes limit")
+        if not isinstance(value, dict):
+            raise InvalidInput("not_an_object", "a message must be a JSON object")
+        iccid_of(value)  # first, as live: a bad ICCID is reported before any other field
+        return validate(logical, value)
 
     def advance(self, until: datetime | None) -> list[Output]:
         """Move now forward to ``until``, running what falls due on the way in time order."""

@@ -82,7 +82,6 @@ def advance(state: SimState, ctx: Ctx) -> None:
             _grace_ending(state, ctx, due.at)
         else:
             _expiry_upcoming(state, ctx, [e for e in events if e.rank == EXPIRY_UPCOMING])
-    _forget_old_months(state, ctx)
 
 
 def _month_start(state: SimState, ctx: Ctx, boundary: datetime) -> None:
@@ -91,6 +90,7 @@ def _month_start(state: SimState, ctx: Ctx, boundary: datetime) -> None:
     restore, stamped with the first boundary."""
     month = month_of(boundary, timezone_of(state, ctx.policy))
     state.month = month
+    _forget_old_months(state, ctx)
     sub = state.subscription
     reached = sub is not None and quota_reached(state.usage(month).used_bytes, sub)
     if QUOTA in state.reasons and not reached:
@@ -199,7 +199,9 @@ def forget_old_occasions(state: SimState) -> None:
 
 
 def _forget_old_months(state: SimState, ctx: Ctx) -> None:
-    """Months that ended before the dedupe horizon can no longer change (R2, R3)."""
+    """Months that ended before the dedupe horizon can no longer change (R2, R3); looked
+    at when a month starts, so a SIM holds at most the current and the previous months
+    (plus those still within the horizon)."""
     tz = timezone_of(state, ctx.policy)
     cutoff = ctx.now - ctx.policy.dedupe_horizon
     for month in [m for m in state.months if m < state.month]:
