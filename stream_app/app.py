@@ -12,8 +12,11 @@ Design notes (see also ../shared/faust-notes.md):
   partition of the tick topic it actively owns; the tick agent, running inside that
   partition's event, rolls forward the SIMs found due in the partition's due index
   (ownership.py). A worker that was down across a boundary catches up on its first tick.
-* An exception escaping an agent would ack and drop the message; pipeline.decide turns
-  every failure into a dead letter instead.
+* Input agents take batches (batch.py): a SIM's messages of one batch are decided on
+  one state, stored once. The four input agents and the tick agent run concurrently and
+  may touch the same SIM, so load, decision, sends and store happen under one lock.
+* An exception escaping an agent would ack and drop the message: parsing, the engine
+  and the sends turn every failure into a dead letter instead.
 """
 
 from __future__ import annotations
@@ -115,12 +118,10 @@ class Worker:
         self._loaded[iccid] = summary(state)
         return state
 
-    async def apply(self, decision: Decision, source: Source, received: float | None) -> None:
+    async def apply(self, decision: Decision, source: Source) -> None:
         """Send one decision's outputs, then store its state (see _send_then_store)."""
         before = self._loaded.pop(decision.iccid, None) if decision.iccid is not None else None
         await self._send_then_store(decision.iccid, decision.state, decision.outputs, source, before, None)
-        if decision.outputs and received is not None:
-            self.metrics.decision_latency.observe(max(time.time() - received, 0.0))
 
     async def _send_then_store(
         self,
@@ -314,7 +315,7 @@ class Worker:
                 state = self.load(iccid)
                 decision = decide_tick(state, now, self.policy) if state is not None else None
                 if decision is not None:
-                    await self.apply(decision, source, None)
+                    await self.apply(decision, source)
                 failed = decision is not None and decision.outcome == "error"
             except Exception:
                 log.exception("rolling %s forward failed", iccid)

@@ -63,7 +63,26 @@ def decide_batch(
             )
         else:
             by_sim.setdefault(item.iccid, []).append((incoming, item))
-    return invalid, [_decide_sim(iccid, entries, load, now, policy) for iccid, entries in by_sim.items()]
+    sims = []
+    for iccid, entries in by_sim.items():
+        try:
+            sims.append(_decide_sim(iccid, entries, load, now, policy))
+        except Exception as exc:  # e.g. a stored state that cannot be read: keep the evidence
+            invalid += [
+                (
+                    incoming,
+                    rejected(
+                        incoming.source,
+                        incoming.raw,
+                        iccid,
+                        "internal_error",
+                        f"the SIM's state could not be loaded: {exc!r}",
+                        "error",
+                    ),
+                )
+                for incoming, _item in entries
+            ]
+    return invalid, sims
 
 
 def _loader(state: SimState) -> Callable[[str], SimState]:

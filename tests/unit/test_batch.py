@@ -93,3 +93,21 @@ def test_a_batch_decides_what_the_messages_decide_one_by_one(
     assert {k: codec.encode_state(v) for k, v in batched.items()} == {
         k: codec.encode_state(v) for k, v in one.items()
     }
+
+
+def test_a_sim_whose_state_cannot_be_loaded_dead_letters_its_messages_and_the_rest_go_on() -> None:
+    policy = Policy()
+
+    def load(iccid: str) -> SimState | None:
+        if iccid == OTHER:
+            raise ValueError("corrupt stored state")
+        return None
+
+    incoming = [
+        Incoming(Source("sim.usage", 0, n), _usage(iccid, n, 10, 5, False), iccid.encode(), None, None)
+        for n, iccid in enumerate([ICCID, OTHER, ICCID])
+    ]
+    invalid, sims = decide_batch("usage", incoming, load, NOW, policy, 65536)
+    assert [(i.source.offset, d.outputs[0].value["error"]) for i, d in invalid] == [(1, "internal_error")]
+    assert [s.iccid for s in sims] == [ICCID]
+    assert sims[0].state is not None and sims[0].state.months["2026-03"].used_bytes == 20
