@@ -79,6 +79,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("STREAM_APP_STANDBY_REPLICAS", "1", "standby table replicas for fast failover"),
     Variable("STREAM_APP_WEB_HOST", "127.0.0.1", "host name peers use to reach this worker's web server"),
     Variable("STREAM_APP_WEB_PORT", "6066", "worker web server port"),
+    Variable(
+        "STREAM_APP_API_TOKEN", "", "if set, GET /sims/{iccid} requires 'Authorization: Bearer <token>'"
+    ),
     Variable("STREAM_APP_LOG_LEVEL", "info", "debug, info, warning or error"),
     Variable("STREAM_APP_LOG_FORMAT", "text", "text (human-readable) or json (one object per line)"),
     *(
@@ -87,6 +90,8 @@ VARIABLES: tuple[Variable, ...] = (
     ),
 )
 _DEFAULTS = {v.name: v.default for v in VARIABLES}
+SECRETS = frozenset({"STREAM_APP_API_TOKEN"})
+"""Never echoed: not in errors, repr, logs or metrics."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +123,8 @@ class Settings:
     web_port: int
     log_level: str
     log_format: str
+    api_token: str | None = field(default=None, repr=False)
+    """A secret: kept out of repr, logs and metrics."""
     topic_names: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -130,7 +137,8 @@ class Settings:
             try:
                 return parse(raw.strip())
             except (ValueError, TimeFormatError) as exc:
-                problems.append(f"{name}={raw!r}: {exc}")
+                shown = "<secret>" if name in SECRETS else repr(raw)
+                problems.append(f"{name}={shown}: {exc}")
                 return fallback
 
         clock_kind = get("STREAM_APP_CLOCK", _choice("wall", "simulated"), "wall")
@@ -170,6 +178,7 @@ class Settings:
             web_port=get("STREAM_APP_WEB_PORT", _int_range(1, 65535), 6066),
             log_level=get("STREAM_APP_LOG_LEVEL", _choice("debug", "info", "warning", "error"), "info"),
             log_format=get("STREAM_APP_LOG_FORMAT", _choice("text", "json"), "text"),
+            api_token=get("STREAM_APP_API_TOKEN", _optional(_token), None),
             topic_names=names,
         )
         if problems:
@@ -202,6 +211,12 @@ class Settings:
 def _non_empty(raw: str) -> str:
     if not raw:
         raise ValueError("must not be empty")
+    return raw
+
+
+def _token(raw: str) -> str:
+    if len(raw) < 16 or not raw.isascii() or not raw.isprintable():
+        raise ValueError("use at least 16 printable ASCII characters")
     return raw
 
 

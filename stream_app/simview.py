@@ -59,8 +59,11 @@ def render(body: dict[str, Any]) -> str:
 
 def show(settings: Settings, iccid: str) -> int:
     url = f"http://{settings.web_host}:{settings.web_port}/sims/{iccid}"
+    request = urllib.request.Request(url)
+    if settings.api_token is not None:
+        request.add_header("Authorization", f"Bearer {settings.api_token}")
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             body = orjson.loads(response.read())
     except urllib.error.HTTPError as error:
         print(f"{url}: {error.code} {error.read().decode(errors='replace')}", file=sys.stderr)

@@ -9,6 +9,7 @@ differ).
 
 from __future__ import annotations
 
+import hmac
 from typing import TYPE_CHECKING, Any
 
 from faust import web
@@ -38,9 +39,17 @@ def install_views(worker: Worker) -> None:
             ready = worker.ready()
             return self.json({"ready": ready}, status=200 if ready else 503)
 
+    token = worker.settings.api_token
+    expected = f"Bearer {token}".encode() if token is not None else None
+
     @app.page("/sims/{iccid}")
     class Sim(web.View):
         async def get(self, request: web.Request, iccid: str) -> Any:
+            # Checked before routing, so an unauthenticated request is never proxied; the
+            # proxy forwards the header and the owner checks it again.
+            given = request.headers.get("Authorization", "").encode()
+            if expected is not None and not hmac.compare_digest(given, expected):
+                return self.json({"error": "unauthorized"}, status=401)
             try:
                 normalised = iccid_of({"iccid": iccid})
             except InvalidInput as exc:

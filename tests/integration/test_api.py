@@ -23,9 +23,12 @@ from .test_worker import iccid, subscription, usage
 pytestmark = pytest.mark.integration
 
 
-def get(port: int, path: str) -> tuple[int, Any]:
+def get(port: int, path: str, authorization: str | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    if authorization is not None:
+        request.add_header("Authorization", authorization)
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             body = response.read()
             status = response.status
     except urllib.error.HTTPError as error:
@@ -121,6 +124,47 @@ async def test_sim_state_health_readiness_and_metrics(
     assert "secret" not in str(get(port, "/metrics")[1]).lower()
     command_id = out.of("commands")[0]["command_id"]
     assert worker.log().count(f"command suspend {sim} quota/usage {command_id}") == 1
+
+
+async def test_a_bearer_token_guards_the_sim_api_through_the_proxy_too(
+    kafka: str, start_worker: Callable[[dict[str, str]], WorkerProcess], producer: AIOKafkaProducer
+) -> None:
+    token = "test-token-0123456789abcdef"
+    env = worker_env(kafka, STREAM_APP_API_TOKEN=token)
+    first = start_worker(env)
+    second = start_worker({**env, "STREAM_APP_WEB_PORT": str(free_port())})
+    await wait_ready(first, second)
+    sims = [iccid() for _ in range(6)]
+    for sim in sims:
+        await send(producer, first.settings, "subscriptions", subscription(sim, 10**9))
+    await wait_known_with_token(first, token, *sims)
+    for worker in (first, second):
+        port = worker.settings.web_port
+        for sim in sims:
+            assert get(port, f"/sims/{sim}")[0] == 401
+            assert get(port, f"/sims/{sim}", "Bearer wrong-token-0123456789")[0] == 401
+            status, body = get(port, f"/sims/{sim}", f"Bearer {token}")
+            assert (status, body["iccid"]) == (200, sim)
+        assert get(port, "/healthz")[0] == 200  # probes and metrics stay open
+        assert get(port, "/metrics")[0] == 200
+        assert token not in str(get(port, "/metrics")[1])
+    shown = subprocess.run(
+        [sys.executable, "-m", "stream_app", "sim", sims[0]],
+        env=first.env,
+        capture_output=True,
+        check=False,
+        timeout=30,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert token not in first.log() + second.log()
+
+
+async def wait_known_with_token(worker: WorkerProcess, token: str, *sims: str) -> None:
+    deadline = time.monotonic() + 30
+    for sim in sims:
+        while get(worker.settings.web_port, f"/sims/{sim}", f"Bearer {token}")[0] != 200:
+            assert time.monotonic() < deadline, f"{sim} never known"
+            await asyncio.sleep(0.3)
 
 
 async def test_two_workers_route_each_sim_to_its_owner(

@@ -81,3 +81,14 @@ def test_the_readme_configuration_table_lists_every_variable_with_its_default() 
     for variable in VARIABLES:
         default = f" `{variable.default}` " if variable.default else " "
         assert f"| `{variable.name}` |{default}|" in readme, variable.name
+
+
+def test_the_api_token_is_a_secret_never_echoed() -> None:
+    token = "s3cret-token-0123456789"
+    settings = Settings.from_env({"STREAM_APP_API_TOKEN": token})
+    assert settings.api_token == token
+    assert token not in repr(settings)
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"STREAM_APP_API_TOKEN": "short-secret"})
+    assert "short-secret" not in str(caught.value)
+    assert "STREAM_APP_API_TOKEN=<secret>" in str(caught.value)
