@@ -11,7 +11,7 @@ from .topics import REGISTRY
 async def ensure_topics(settings: Settings) -> list[str]:
     """Create missing topics; refuse existing input topics with another partition count,
     since a SIM's state must live in one partition of one worker. Returns those created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=30000)
+    admin = AIOKafkaAdminClient(**settings.kafka_options(), request_timeout_ms=30000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -78,6 +78,7 @@ class Worker:
         self.app = faust.App(
             settings.app_id,
             broker=[f"kafka://{host.strip()}" for host in settings.bootstrap_servers.split(",")],
+            broker_credentials=_credentials(settings),
             env_prefix="STREAM_APP_FAUST_",
             store=settings.store,
             datadir=settings.data_dir,
@@ -387,6 +388,21 @@ class Worker:
         app.on_partitions_revoked.connect(forget_books)
         app.on_partitions_assigned.connect(forget_books)
         install_views(self)
+
+
+def _credentials(settings: Settings) -> faust.auth.Credentials | None:
+    """Faust's form of the Kafka security settings (the aiokafka clients use kafka_options)."""
+    protocol = settings.kafka_security_protocol
+    if protocol.startswith("SASL_"):
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password,
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=settings.ssl_context() if protocol == "SASL_SSL" else None,
+        )
+    if protocol == "SSL":
+        return faust.SSLCredentials(settings.ssl_context())
+    return None
 
 
 def run_worker(settings: Settings) -> None:

@@ -72,7 +72,7 @@ async def _watch(settings: Settings, summary: Summary) -> None:
     names = {settings.topic(s.logical): s.logical for s in REGISTRY if s.direction == "out"}
     consumer = AIOKafkaConsumer(
         *names,
-        bootstrap_servers=settings.bootstrap_servers,
+        **settings.kafka_options(),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )

@@ -272,7 +272,7 @@ async def run_feed(settings: Settings, options: FeedOptions, progress: Progress 
     sims = fleet(options)
     generator = UsageGenerator(options, sims, start)
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers, enable_idempotence=True, linger_ms=5
+        **settings.kafka_options(), enable_idempotence=True, linger_ms=5
     )
     counts = FeedCounts()
     in_flight: list[tuple[Message, asyncio.Future[Any]]] = []

@@ -55,6 +55,10 @@ class LocalBroker:
     libs: Path | None = None
     """Where the jars are; default ``<home>/libs``."""
     deploy_dir: Path | None = None
+    extra_properties: str = ""
+    """Appended to server.properties (a later key wins), e.g. a SASL listener for tests."""
+    format_args: tuple[str, ...] = ()
+    """Extra StorageTool format arguments, e.g. ``--add-scram`` credentials."""
 
     @classmethod
     def from_env(cls) -> LocalBroker:
@@ -152,6 +156,8 @@ class LocalBroker:
             template.replace("${BROKER_PORT}", str(self.port))
             .replace("${CONTROLLER_PORT}", str(self.controller_port))
             .replace("${DATA_DIR}", str(data))
+            + "\n"
+            + self.extra_properties
         )
         java = [
             "java",
@@ -163,7 +169,16 @@ class LocalBroker:
         if not (data / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             result = subprocess.run(
-                [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
+                [
+                    *java,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(props),
+                    *self.format_args,
+                ],
                 capture_output=True,
                 text=True,
                 check=False,

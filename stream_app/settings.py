@@ -9,6 +9,7 @@ every Kafka tool and operator already uses. Faust's own settings are given an en
 from __future__ import annotations
 
 import os
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -41,6 +42,13 @@ class Variable:
 # The documented configuration table (README "Configuration" is generated from this).
 VARIABLES: tuple[Variable, ...] = (
     Variable("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092", "Kafka bootstrap servers, comma-separated"),
+    Variable("STREAM_APP_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
+    Variable("STREAM_APP_KAFKA_SASL_MECHANISM", "", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL_*)"),
+    Variable("STREAM_APP_KAFKA_SASL_USERNAME", "", "SASL user name"),
+    Variable("STREAM_APP_KAFKA_SASL_PASSWORD", "", "SASL password (a secret: never echoed)"),
+    Variable("STREAM_APP_KAFKA_SSL_CAFILE", "", "CA bundle for TLS (default: the system's)"),
+    Variable("STREAM_APP_KAFKA_SSL_CERTFILE", "", "client certificate for TLS client authentication"),
+    Variable("STREAM_APP_KAFKA_SSL_KEYFILE", "", "client key for TLS client authentication"),
     Variable("STREAM_APP_ID", "stream-app", "application id: consumer group and changelog prefix"),
     Variable("STREAM_APP_PARTITIONS", "8", "partitions of every topic (inputs must be co-partitioned)"),
     Variable("STREAM_APP_REPLICATION_FACTOR", "1", "replication factor of topics created by stream-app"),
@@ -90,7 +98,7 @@ VARIABLES: tuple[Variable, ...] = (
     ),
 )
 _DEFAULTS = {v.name: v.default for v in VARIABLES}
-SECRETS = frozenset({"STREAM_APP_API_TOKEN"})
+SECRETS = frozenset({"STREAM_APP_API_TOKEN", "STREAM_APP_KAFKA_SASL_PASSWORD"})
 """Never echoed: not in errors, repr, logs or metrics."""
 
 
@@ -125,6 +133,13 @@ class Settings:
     log_format: str
     api_token: str | None = field(default=None, repr=False)
     """A secret: kept out of repr, logs and metrics."""
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = field(default=None, repr=False)
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
     topic_names: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -179,8 +194,29 @@ class Settings:
             log_level=get("STREAM_APP_LOG_LEVEL", _choice("debug", "info", "warning", "error"), "info"),
             log_format=get("STREAM_APP_LOG_FORMAT", _choice("text", "json"), "text"),
             api_token=get("STREAM_APP_API_TOKEN", _optional(_token), None),
+            kafka_security_protocol=get(
+                "STREAM_APP_KAFKA_SECURITY_PROTOCOL",
+                _choice("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+                "PLAINTEXT",
+            ),
+            kafka_sasl_mechanism=get(
+                "STREAM_APP_KAFKA_SASL_MECHANISM",
+                _optional(_choice("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")),
+                None,
+            ),
+            kafka_sasl_username=get("STREAM_APP_KAFKA_SASL_USERNAME", _optional(str), None),
+            kafka_sasl_password=get("STREAM_APP_KAFKA_SASL_PASSWORD", _optional(str), None),
+            kafka_ssl_cafile=get("STREAM_APP_KAFKA_SSL_CAFILE", _optional(_file), None),
+            kafka_ssl_certfile=get("STREAM_APP_KAFKA_SSL_CERTFILE", _optional(_file), None),
+            kafka_ssl_keyfile=get("STREAM_APP_KAFKA_SSL_KEYFILE", _optional(_file), None),
             topic_names=names,
         )
+        if settings.kafka_security_protocol.startswith("SASL_") and not (
+            settings.kafka_sasl_mechanism and settings.kafka_sasl_username and settings.kafka_sasl_password
+        ):
+            problems.append(
+                "STREAM_APP_KAFKA_SASL_*: a SASL protocol needs a mechanism, a user name and a password"
+            )
         if problems:
             raise SettingsError(problems)
         return settings
@@ -202,6 +238,26 @@ class Settings:
             retention_currency=self.retention_currency,
         )
 
+    def kafka_options(self) -> dict[str, Any]:
+        """Connection and security options for every aiokafka client stream-app makes."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
+            options["ssl_context"] = self.ssl_context()
+        if self.kafka_security_protocol.startswith("SASL_"):
+            options["sasl_mechanism"] = self.kafka_sasl_mechanism
+            options["sasl_plain_username"] = self.kafka_sasl_username
+            options["sasl_plain_password"] = self.kafka_sasl_password
+        return options
+
+    def ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self.kafka_ssl_cafile)
+        if self.kafka_ssl_certfile:
+            context.load_cert_chain(self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
+        return context
+
     def clock(self) -> Clock:
         if self.clock_kind == "simulated" and self.clock_start is not None:
             return SimulatedClock(self.clock_start, self.clock_speed, self.clock_anchor)
@@ -211,6 +267,12 @@ class Settings:
 def _non_empty(raw: str) -> str:
     if not raw:
         raise ValueError("must not be empty")
+    return raw
+
+
+def _file(raw: str) -> str:
+    if not os.path.isfile(raw):
+        raise ValueError("no such file")
     return raw
 
 

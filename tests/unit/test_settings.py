@@ -92,3 +92,31 @@ def test_the_api_token_is_a_secret_never_echoed() -> None:
         Settings.from_env({"STREAM_APP_API_TOKEN": "short-secret"})
     assert "short-secret" not in str(caught.value)
     assert "STREAM_APP_API_TOKEN=<secret>" in str(caught.value)
+
+
+def test_kafka_security_settings_become_client_options_and_hide_the_password() -> None:
+    env = {
+        "STREAM_APP_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "STREAM_APP_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "STREAM_APP_KAFKA_SASL_USERNAME": "svc-stream-app",
+        "STREAM_APP_KAFKA_SASL_PASSWORD": "hunter2-but-longer",
+    }
+    settings = Settings.from_env(env)
+    options = settings.kafka_options()
+    assert (options["security_protocol"], options["sasl_mechanism"], options["sasl_plain_username"]) == (
+        "SASL_PLAINTEXT",
+        "SCRAM-SHA-512",
+        "svc-stream-app",
+    )
+    assert "hunter2-but-longer" not in repr(settings)
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(
+            {**env, "STREAM_APP_KAFKA_SASL_PASSWORD": "", "STREAM_APP_KAFKA_SSL_CAFILE": "/nope"}
+        )
+    problems = "\n".join(caught.value.problems)
+    assert "needs a mechanism, a user name and a password" in problems
+    assert "STREAM_APP_KAFKA_SSL_CAFILE" in problems
+    assert Settings.from_env({}).kafka_options() == {
+        "bootstrap_servers": "127.0.0.1:9092",
+        "security_protocol": "PLAINTEXT",
+    }

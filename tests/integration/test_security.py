@@ -1,0 +1,115 @@
+"""Kafka SASL (PLAIN and SCRAM) through the normal settings, on a broker with a SASL listener."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from stream_app.admin import ensure_topics
+from stream_app.localbroker import LocalBroker, free_port
+from stream_app.settings import Settings
+
+from .conftest import WorkerProcess, outputs_for, send, worker_env
+from .test_worker import iccid, subscription, usage
+
+pytestmark = pytest.mark.integration
+
+ALICE = ("alice", "alice-password-1")  # PLAIN
+BOB = ("bob", "bob-password-1")  # SCRAM-SHA-256
+LOGIN = "org.apache.kafka.common.security"
+
+
+@pytest.fixture(scope="module")
+def sasl_broker(kafka_jars: Path) -> Iterator[tuple[str, str]]:
+    """(plaintext bootstrap, SASL bootstrap) of a broker that also has a SASL listener."""
+    home = Path(tempfile.mkdtemp(prefix="stream-app-sasl-"))
+    port, sasl_port, controller = free_port(), free_port(), free_port()
+    extra = "\n".join(
+        [
+            f"listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port},"
+            f"CONTROLLER://127.0.0.1:{controller}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port}",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+            "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256",
+            f"listener.name.sasl_plaintext.plain.sasl.jaas.config={LOGIN}.plain.PlainLoginModule required "
+            f'user_{ALICE[0]}="{ALICE[1]}";',
+            "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config="
+            f"{LOGIN}.scram.ScramLoginModule required;",
+        ]
+    )
+    broker = LocalBroker(
+        home=home,
+        port=port,
+        controller_port=controller,
+        libs=kafka_jars,
+        extra_properties=extra,
+        format_args=("--add-scram", f"SCRAM-SHA-256=[name={BOB[0]},password={BOB[1]}]"),
+    )
+    try:
+        yield broker.start(timeout=90), f"127.0.0.1:{sasl_port}"
+    finally:
+        broker.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def sasl_env(bootstrap: str, mechanism: str, user: tuple[str, str]) -> dict[str, str]:
+    return {
+        **worker_env(bootstrap),
+        "STREAM_APP_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "STREAM_APP_KAFKA_SASL_MECHANISM": mechanism,
+        "STREAM_APP_KAFKA_SASL_USERNAME": user[0],
+        "STREAM_APP_KAFKA_SASL_PASSWORD": user[1],
+    }
+
+
+async def test_scram_clients_round_trip_and_a_wrong_password_is_refused(sasl_broker: tuple[str, str]) -> None:
+    _plain, sasl = sasl_broker
+    settings = Settings.from_env(sasl_env(sasl, "SCRAM-SHA-256", BOB))
+    assert await ensure_topics(settings)
+    producer = AIOKafkaProducer(**settings.kafka_options())
+    await producer.start()
+    await producer.send_and_wait(settings.topic("usage"), b"hello", key=b"k")
+    await producer.stop()
+    consumer = AIOKafkaConsumer(
+        settings.topic("usage"), **settings.kafka_options(), auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        batch = await consumer.getmany(timeout_ms=10_000)
+    finally:
+        await consumer.stop()
+    assert [m.value for messages in batch.values() for m in messages] == [b"hello"]
+    wrong = Settings.from_env(sasl_env(sasl, "SCRAM-SHA-256", (BOB[0], "not-the-password")))
+    with pytest.raises(Exception):  # noqa: B017 - aiokafka raises its own authentication error
+        await asyncio.wait_for(ensure_topics(wrong), 30)
+
+
+async def test_a_worker_over_sasl_plain_suspends_and_never_logs_the_password(
+    sasl_broker: tuple[str, str], start_worker: Callable[[dict[str, str]], WorkerProcess]
+) -> None:
+    plain, sasl = sasl_broker
+    worker = start_worker(sasl_env(sasl, "PLAIN", ALICE))
+    settings = worker.settings
+    sim = iccid()
+    producer = AIOKafkaProducer(**settings.kafka_options())
+    await producer.start()
+    out = await outputs_for(plain, settings)
+    try:
+        await send(producer, settings, "subscriptions", subscription(sim, 1000))
+        await send(producer, settings, "usage", usage(sim, 400, "s1"))
+        await send(producer, settings, "usage", usage(sim, 700, "s2"))
+        await out.wait_for(lambda _: len(out.of("commands", iccid=sim)) == 1)
+    finally:
+        await out.consumer.stop()
+        await producer.stop()
+    assert out.of("commands", iccid=sim)[0]["action"] == "suspend"
+    assert ALICE[1] not in worker.log()
+    assert ALICE[1] not in repr(settings)
+    assert os.environ.get("STREAM_APP_KAFKA_SASL_PASSWORD") is None  # the test did not leak it
