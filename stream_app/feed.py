@@ -271,9 +271,7 @@ async def run_feed(settings: Settings, options: FeedOptions, progress: Progress 
     start = clock.now()
     sims = fleet(options)
     generator = UsageGenerator(options, sims, start)
-    producer = AIOKafkaProducer(
-        **settings.kafka_options(), enable_idempotence=True, linger_ms=5
-    )
+    producer = AIOKafkaProducer(**settings.kafka_options(), enable_idempotence=True, linger_ms=5)
     counts = FeedCounts()
     in_flight: list[tuple[Message, asyncio.Future[Any]]] = []
 

@@ -39,9 +39,10 @@ def render(body: dict[str, Any]) -> str:
     share = f" ({used / plan['quota_bytes']:.0%})" if plan and plan["quota_bytes"] else ""
     lines.append(f"month {body['month']}: {_bytes(used)} used{share}, {_bytes(left)} left")
     forecast = body.get("forecast")
-    if forecast:
-        when = "before" if forecast["before_month_end"] else "after"
-        lines.append(f"forecast: quota runs out at {forecast['exhaustion_at']} ({when} the month ends)")
+    if forecast and forecast["before_month_end"]:
+        lines.append(f"forecast: quota runs out at {forecast['exhaustion_at']}, before the month ends")
+    elif forecast:
+        lines.append("forecast: the quota lasts the month at this month's rate")
     if body.get("balance") is not None:
         lines.append(f"balance: {body['balance']} (minor units)")
     if body.get("cancel_at"):

@@ -37,8 +37,13 @@ def describe(stored: SimState, now: datetime, policy: Policy) -> dict[str, Any]:
         month_start, month_end = month_bounds(state.month, timezone_of(state, policy))
         elapsed = (now - month_start).total_seconds()
         if elapsed > 0:
-            at = now + timedelta(seconds=round((quota - used) * elapsed / used))
-            forecast = {"exhaustion_at": format_time(at), "before_month_end": at < month_end}
+            seconds_left = (quota - used) * elapsed / used
+            # compared before building a time: a huge quota would overflow the calendar
+            if seconds_left < (month_end - now).total_seconds():
+                at = now + timedelta(seconds=round(seconds_left))
+                forecast = {"exhaustion_at": format_time(at), "before_month_end": True}
+            else:
+                forecast = {"exhaustion_at": None, "before_month_end": False}
     due = min(pending(state, policy))
     return {
         "iccid": state.iccid,

@@ -39,3 +39,12 @@ def test_describe_shows_a_due_month_start_before_the_sweep_without_changing_the_
     assert state.month == "2026-03"  # the stored state is untouched
     body = describe(state, now, policy)
     assert body["forecast"] is not None and body["forecast"]["before_month_end"] is False
+
+
+def test_describe_survives_a_quota_that_would_last_for_millennia() -> None:
+    policy = Policy()
+    now = t("2026-03-20T12:00:00+08:00")
+    state = new_state(ICCID, now, policy)
+    apply_subscription(state, subscription(subscription_msg(quota=10**15)), now, policy)
+    apply_usage(state, usage_record(usage_msg("2026-03-20T11:00:00+08:00", 15)), now, policy)
+    assert describe(state, now, policy)["forecast"] == {"exhaustion_at": None, "before_month_end": False}
