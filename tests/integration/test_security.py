@@ -1,13 +1,15 @@
-"""Kafka SASL (PLAIN and SCRAM) through the normal settings, on a broker with a SASL listener."""
+"""Kafka SASL (PLAIN and SCRAM) and TLS through the normal settings, on a broker with both listeners."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -26,22 +28,57 @@ BOB = ("bob", "bob-password-1")  # SCRAM-SHA-256
 LOGIN = "org.apache.kafka.common.security"
 
 
+class Listeners(NamedTuple):
+    plain: str
+    sasl: str
+    tls: str
+    ca_file: str
+
+
 @pytest.fixture(scope="module")
-def sasl_broker(kafka_jars: Path) -> Iterator[tuple[str, str]]:
-    """(plaintext bootstrap, SASL bootstrap) of a broker that also has a SASL listener."""
+def sasl_broker(kafka_jars: Path) -> Iterator[Listeners]:
+    """A broker with a PLAINTEXT, a SASL_PLAINTEXT and an SSL listener (self-signed cert)."""
     home = Path(tempfile.mkdtemp(prefix="stream-app-sasl-"))
-    port, sasl_port, controller = free_port(), free_port(), free_port()
+    cert, key, keystore = home / "cert.pem", home / "key.pem", home / "keystore.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    keystore.write_bytes(key.read_bytes() + cert.read_bytes())
+    port, sasl_port, tls_port, controller = free_port(), free_port(), free_port(), free_port()
     extra = "\n".join(
         [
             f"listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port},"
-            f"CONTROLLER://127.0.0.1:{controller}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port}",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+            f"SSL://127.0.0.1:{tls_port},CONTROLLER://127.0.0.1:{controller}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port},"
+            f"SSL://127.0.0.1:{tls_port}",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,"
+            "SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL",
             "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256",
             f"listener.name.sasl_plaintext.plain.sasl.jaas.config={LOGIN}.plain.PlainLoginModule required "
             f'user_{ALICE[0]}="{ALICE[1]}";',
             "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config="
             f"{LOGIN}.scram.ScramLoginModule required;",
+            "listener.name.ssl.ssl.keystore.type=PEM",
+            f"listener.name.ssl.ssl.keystore.location={keystore}",
         ]
     )
     broker = LocalBroker(
@@ -53,7 +90,8 @@ def sasl_broker(kafka_jars: Path) -> Iterator[tuple[str, str]]:
         format_args=("--add-scram", f"SCRAM-SHA-256=[name={BOB[0]},password={BOB[1]}]"),
     )
     try:
-        yield broker.start(timeout=90), f"127.0.0.1:{sasl_port}"
+        plain = broker.start(timeout=90)
+        yield Listeners(plain, f"127.0.0.1:{sasl_port}", f"127.0.0.1:{tls_port}", str(cert))
     finally:
         broker.stop()
         shutil.rmtree(home, ignore_errors=True)
@@ -69,8 +107,8 @@ def sasl_env(bootstrap: str, mechanism: str, user: tuple[str, str]) -> dict[str,
     }
 
 
-async def test_scram_clients_round_trip_and_a_wrong_password_is_refused(sasl_broker: tuple[str, str]) -> None:
-    _plain, sasl = sasl_broker
+async def test_scram_clients_round_trip_and_a_wrong_password_is_refused(sasl_broker: Listeners) -> None:
+    sasl = sasl_broker.sasl
     settings = Settings.from_env(sasl_env(sasl, "SCRAM-SHA-256", BOB))
     assert await ensure_topics(settings)
     producer = AIOKafkaProducer(**settings.kafka_options())
@@ -91,11 +129,20 @@ async def test_scram_clients_round_trip_and_a_wrong_password_is_refused(sasl_bro
         await asyncio.wait_for(ensure_topics(wrong), 30)
 
 
-async def test_a_worker_over_sasl_plain_suspends_and_never_logs_the_password(
-    sasl_broker: tuple[str, str], start_worker: Callable[[dict[str, str]], WorkerProcess]
+@pytest.mark.parametrize("transport", ["sasl_plain", "tls"])
+async def test_a_worker_over_sasl_or_tls_suspends_and_never_logs_the_password(
+    transport: str, sasl_broker: Listeners, start_worker: Callable[[dict[str, str]], WorkerProcess]
 ) -> None:
-    plain, sasl = sasl_broker
-    worker = start_worker(sasl_env(sasl, "PLAIN", ALICE))
+    plain = sasl_broker.plain
+    if transport == "tls":
+        env = {
+            **worker_env(sasl_broker.tls),
+            "STREAM_APP_KAFKA_SECURITY_PROTOCOL": "SSL",
+            "STREAM_APP_KAFKA_SSL_CAFILE": sasl_broker.ca_file,
+        }
+    else:
+        env = sasl_env(sasl_broker.sasl, "PLAIN", ALICE)
+    worker = start_worker(env)
     settings = worker.settings
     sim = iccid()
     producer = AIOKafkaProducer(**settings.kafka_options())
@@ -113,3 +160,30 @@ async def test_a_worker_over_sasl_plain_suspends_and_never_logs_the_password(
     assert ALICE[1] not in worker.log()
     assert ALICE[1] not in repr(settings)
     assert os.environ.get("STREAM_APP_KAFKA_SASL_PASSWORD") is None  # the test did not leak it
+
+
+async def test_tls_clients_verify_the_broker_and_round_trip(sasl_broker: Listeners) -> None:
+    env = {
+        **worker_env(sasl_broker.tls),
+        "STREAM_APP_KAFKA_SECURITY_PROTOCOL": "SSL",
+        "STREAM_APP_KAFKA_SSL_CAFILE": sasl_broker.ca_file,
+    }
+    settings = Settings.from_env(env)
+    assert await asyncio.wait_for(ensure_topics(settings), 60)
+    producer = AIOKafkaProducer(**settings.kafka_options())
+    await producer.start()
+    await producer.send_and_wait(settings.topic("usage"), b"over tls", key=b"k")
+    await producer.stop()
+    consumer = AIOKafkaConsumer(
+        settings.topic("usage"), **settings.kafka_options(), auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        batch = await consumer.getmany(timeout_ms=10_000)
+    finally:
+        await consumer.stop()
+    assert [m.value for messages in batch.values() for m in messages] == [b"over tls"]
+    # without the CA the broker's self-signed certificate is refused
+    untrusted = Settings.from_env({**env, "STREAM_APP_KAFKA_SSL_CAFILE": ""})
+    with pytest.raises(Exception):  # noqa: B017 - aiokafka wraps the TLS failure in its own error
+        await asyncio.wait_for(ensure_topics(untrusted), 30)
