@@ -36,8 +36,6 @@ from .topics import BILLING, REQUESTS, SUBSCRIPTIONS, USAGE
 
 log = logging.getLogger(__name__)
 
-HANDLED_INPUTS = (USAGE, SUBSCRIPTIONS, BILLING, REQUESTS)
-
 
 class Source(NamedTuple):
     """Where a message came from: its Kafka coordinates, or a replay line (offset)."""

@@ -23,9 +23,8 @@ from .domain.timeutil import TimeFormatError, parse_time
 from .pipeline import Decision, Source, apply, decide_tick, rejected, validate
 from .schedule import DueIndex
 from .settings import Settings
-from .topics import BILLING, REQUESTS, SUBSCRIPTIONS, USAGE
+from .topics import INPUTS
 
-_LOGICAL_INPUTS = (USAGE, SUBSCRIPTIONS, BILLING, REQUESTS)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -38,7 +37,7 @@ class Replayer:
         self.states: dict[str, SimState] = {}
         self.due = DueIndex()
         self.now: datetime | None = None
-        self._logical = {settings.topic(t): t for t in _LOGICAL_INPUTS}
+        self._logical = {settings.topic(t): t for t in INPUTS}
 
     def line(self, number: int, raw: bytes) -> list[Output]:
         try:

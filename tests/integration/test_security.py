@@ -107,13 +107,19 @@ def sasl_env(bootstrap: str, mechanism: str, user: tuple[str, str]) -> dict[str,
     }
 
 
-async def test_scram_clients_round_trip_and_a_wrong_password_is_refused(sasl_broker: Listeners) -> None:
-    sasl = sasl_broker.sasl
-    settings = Settings.from_env(sasl_env(sasl, "SCRAM-SHA-256", BOB))
-    assert await ensure_topics(settings)
+def tls_env(listeners: Listeners) -> dict[str, str]:
+    return {
+        **worker_env(listeners.tls),
+        "STREAM_APP_KAFKA_SECURITY_PROTOCOL": "SSL",
+        "STREAM_APP_KAFKA_SSL_CAFILE": listeners.ca_file,
+    }
+
+
+async def round_trip(settings: Settings, payload: bytes) -> list[bytes]:
+    """Produce one message with the settings' security options and read it back."""
     producer = AIOKafkaProducer(**settings.kafka_options())
     await producer.start()
-    await producer.send_and_wait(settings.topic("usage"), b"hello", key=b"k")
+    await producer.send_and_wait(settings.topic("usage"), payload, key=b"k")
     await producer.stop()
     consumer = AIOKafkaConsumer(
         settings.topic("usage"), **settings.kafka_options(), auto_offset_reset="earliest"
@@ -123,7 +129,14 @@ async def test_scram_clients_round_trip_and_a_wrong_password_is_refused(sasl_bro
         batch = await consumer.getmany(timeout_ms=10_000)
     finally:
         await consumer.stop()
-    assert [m.value for messages in batch.values() for m in messages] == [b"hello"]
+    return [m.value for messages in batch.values() for m in messages]
+
+
+async def test_scram_clients_round_trip_and_a_wrong_password_is_refused(sasl_broker: Listeners) -> None:
+    sasl = sasl_broker.sasl
+    settings = Settings.from_env(sasl_env(sasl, "SCRAM-SHA-256", BOB))
+    assert await ensure_topics(settings)
+    assert await round_trip(settings, b"hello") == [b"hello"]
     wrong = Settings.from_env(sasl_env(sasl, "SCRAM-SHA-256", (BOB[0], "not-the-password")))
     with pytest.raises(Exception):  # noqa: B017 - aiokafka raises its own authentication error
         await asyncio.wait_for(ensure_topics(wrong), 30)
@@ -134,14 +147,7 @@ async def test_a_worker_over_sasl_or_tls_suspends_and_never_logs_the_password(
     transport: str, sasl_broker: Listeners, start_worker: Callable[[dict[str, str]], WorkerProcess]
 ) -> None:
     plain = sasl_broker.plain
-    if transport == "tls":
-        env = {
-            **worker_env(sasl_broker.tls),
-            "STREAM_APP_KAFKA_SECURITY_PROTOCOL": "SSL",
-            "STREAM_APP_KAFKA_SSL_CAFILE": sasl_broker.ca_file,
-        }
-    else:
-        env = sasl_env(sasl_broker.sasl, "PLAIN", ALICE)
+    env = tls_env(sasl_broker) if transport == "tls" else sasl_env(sasl_broker.sasl, "PLAIN", ALICE)
     worker = start_worker(env)
     settings = worker.settings
     sim = iccid()
@@ -163,26 +169,10 @@ async def test_a_worker_over_sasl_or_tls_suspends_and_never_logs_the_password(
 
 
 async def test_tls_clients_verify_the_broker_and_round_trip(sasl_broker: Listeners) -> None:
-    env = {
-        **worker_env(sasl_broker.tls),
-        "STREAM_APP_KAFKA_SECURITY_PROTOCOL": "SSL",
-        "STREAM_APP_KAFKA_SSL_CAFILE": sasl_broker.ca_file,
-    }
+    env = tls_env(sasl_broker)
     settings = Settings.from_env(env)
     assert await asyncio.wait_for(ensure_topics(settings), 60)
-    producer = AIOKafkaProducer(**settings.kafka_options())
-    await producer.start()
-    await producer.send_and_wait(settings.topic("usage"), b"over tls", key=b"k")
-    await producer.stop()
-    consumer = AIOKafkaConsumer(
-        settings.topic("usage"), **settings.kafka_options(), auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    try:
-        batch = await consumer.getmany(timeout_ms=10_000)
-    finally:
-        await consumer.stop()
-    assert [m.value for messages in batch.values() for m in messages] == [b"over tls"]
+    assert await round_trip(settings, b"over tls") == [b"over tls"]
     # without the CA the broker's self-signed certificate is refused
     untrusted = Settings.from_env({**env, "STREAM_APP_KAFKA_SSL_CAFILE": ""})
     with pytest.raises(Exception):  # noqa: B017 - aiokafka wraps the TLS failure in its own error
