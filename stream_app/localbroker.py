@@ -173,8 +173,8 @@ class LocalBroker:
                     *java,
                     "kafka.tools.StorageTool",
                     "format",
-                    "-t",
-                    cluster_id,
+                    # "=" keeps an id starting with "-" (1 in 64) from reading as an option
+                    f"--cluster-id={cluster_id}",
                     "-c",
                     str(props),
                     *self.format_args,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -112,3 +114,17 @@ def test_local_broker_starts_once_is_reused_and_stops(tmp_path: Path, kafka_jars
     assert broker.pid() is None
     assert broker.status() == "stopped"
     assert not serving(bootstrap, timeout=1)
+
+
+def test_a_cluster_id_starting_with_a_dash_still_formats(tmp_path: Path, kafka_jars: Path) -> None:
+    # URL-safe base64 ids start with "-" one time in 64; the storage tool must not read
+    # such an id as an option.
+    dashed = uuid.UUID(bytes=base64.urlsafe_b64decode("-" + "A" * 21 + "=="))
+    broker = LocalBroker(
+        home=tmp_path / "kafka", port=free_port(), controller_port=free_port(), libs=kafka_jars
+    )
+    try:
+        with mock.patch("stream_app.localbroker.uuid.uuid4", return_value=dashed):
+            assert serving(broker.start(), timeout=5)
+    finally:
+        broker.stop()
