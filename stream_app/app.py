@@ -31,17 +31,17 @@ from datetime import datetime
 from typing import Any
 
 import faust
+import mode.loop
 from faust.streams import _current_event
 from prometheus_client import CollectorRegistry
 
 from . import codec
 from .batch import Incoming, SimBatch, decide_batch
 from .domain import SimState, UsageRecord
-from .domain.outputs import Output
 from .logs import logging_config
 from .metrics import Metrics
 from .ownership import Books, PartitionBook, Summary, summary
-from .pipeline import Decision, Source, decide_tick, rejected
+from .pipeline import Decision, Source, decide_tick
 from .settings import Settings
 from .topics import (
     ALERTS,
@@ -56,6 +56,7 @@ from .topics import (
     TICKS,
     USAGE,
 )
+from .writer import Write, Writer
 
 log = logging.getLogger("stream_app")
 
@@ -63,6 +64,8 @@ TABLE = "sims"
 BATCH_SIZE = 2000
 BATCH_WINDOW = 0.02
 """Seconds a batch waits to fill: small, so a lone message is decided promptly."""
+SWEEP_CHUNK = 1000
+"""SIMs rolled forward per write (one acknowledgement wait each) in a tick's sweep."""
 COUNTED = frozenset({"accepted", "late", "unknown_sim", "cancelled"})
 
 
@@ -94,11 +97,17 @@ class Worker:
             value_serializer="raw",
         )
         self.table = self.app.Table(TABLE, key_type=bytes, value_type=bytes, partitions=settings.partitions)
-        self.outputs = {logical: self._topic(logical) for logical in OUTPUTS}
         self.ticks = self._topic(TICKS)
         self.books = Books(self.policy)
         self._loaded: dict[str, Summary] = {}
         self._state_lock = asyncio.Lock()
+        self.writer = Writer(
+            self.app,
+            self.table,
+            {logical: settings.topic(logical) for logical in OUTPUTS},
+            self._observe,
+            self.books.record,
+        )
         self._install()
 
     def _topic(self, logical: str) -> Any:
@@ -111,64 +120,23 @@ class Worker:
 
     # --- state -------------------------------------------------------------------
 
-    def load(self, iccid: str) -> SimState | None:
-        raw = self.table.get(iccid.encode())
+    def load(self, iccid: str, event: Any = None) -> SimState | None:
+        """The SIM's stored state. ``event``: an input event of the SIM's partition.
+
+        A RocksDB store reads the partition of the current event, and a batch mixes
+        partitions, so the read is bound to an event of the SIM's own partition (or to
+        none: the store then finds the partition from the key).
+        """
+        token = _current_event.set(weakref.ref(event) if event is not None else None)
+        try:
+            raw = self.table.data.get(iccid.encode())
+        finally:
+            _current_event.reset(token)
         if raw is None:
             return None
         state = codec.decode_state(raw)
         self._loaded[iccid] = summary(state)
         return state
-
-    async def apply(self, decision: Decision, source: Source) -> None:
-        """Send one decision's outputs, then store its state (see _send_then_store)."""
-        before = self._loaded.pop(decision.iccid, None) if decision.iccid is not None else None
-        await self._send_then_store(decision.iccid, decision.state, decision.outputs, source, before, None)
-
-    async def _send_then_store(
-        self,
-        iccid: str | None,
-        state: SimState | None,
-        outputs: list[Output],
-        source: Source,
-        before: Summary | None,
-        event: Any,
-    ) -> None:
-        """Send the outputs, then store the new state.
-
-        Outputs are handed to the producer before the changelog write (which Faust
-        buffers and sends later), so a crash cannot leave the state advanced while its
-        outputs are lost: at worst the input is processed again and the outputs repeat,
-        with the same ids. A value that cannot be encoded or sent (a bug, or a message
-        Kafka refuses) becomes a dead letter instead of crashing the agent, which would
-        ack and drop the input. ``event`` is the input event the state write belongs to
-        (None: the event being processed), which picks the changelog partition.
-        """
-        try:
-            stored = None
-            if state is not None and iccid is not None:
-                state.partition = source.partition
-                stored = codec.encode_state(state)
-            for output in outputs:
-                await self.outputs[output.topic].send(
-                    key=output.key.encode(), value=codec.encode(output.value)
-                )
-                self._observe(output.topic, output.value)
-        except Exception as exc:
-            log.exception("could not send the outputs of %s[%s]@%s", *source)
-            letter = rejected(source, b"", iccid, "internal_error", f"outputs not sent: {exc!r}", "error")
-            value = letter.outputs[0].value
-            await self.outputs[DEADLETTER].send(key=(iccid or "").encode(), value=codec.encode(value))
-            self._observe(DEADLETTER, value)
-            return
-        if stored is None or iccid is None or state is None:
-            return
-        token = _current_event.set(weakref.ref(event)) if event is not None else None
-        try:
-            self.table[iccid.encode()] = stored
-        finally:
-            if token is not None:
-                _current_event.reset(token)
-        self.books.record(source.partition, before, state)
 
     def _observe(self, topic: str, value: dict[str, Any]) -> None:
         metrics = self.metrics
@@ -245,7 +213,7 @@ class Worker:
 
     async def _process_batch(self, logical: str, events: list[Any]) -> None:
         # One agent at a time between a SIM's load and its store: the outputs are sent
-        # in between (before the store, see _send_then_store), and another topic's agent
+        # in between (before the store, see writer.py), and another topic's agent
         # reading the same SIM meanwhile would lose one of the two updates.
         async with self._state_lock:
             await self._decide_and_apply(logical, events)
@@ -262,15 +230,21 @@ class Worker:
             )
             for e in events
         ]
+        by_key = {e.key: e for e in events}
         invalid, sims = decide_batch(
-            logical, batch, self.load, now, self.policy, self.settings.max_message_bytes
+            logical,
+            batch,
+            lambda iccid: self.load(iccid, by_key.get(iccid.encode())),
+            now,
+            self.policy,
+            self.settings.max_message_bytes,
         )
-        for incoming, decision in invalid:
-            await self._send_then_store(None, None, decision.outputs, incoming.source, None, incoming.ref)
+        writes = [Write(None, None, d.outputs, i.source, None, i.ref) for i, d in invalid]
         for sim in sims:
             outputs = [o for _incoming, decision in sim.decisions for o in decision.outputs]
             before = self._loaded.pop(sim.iccid, None)
-            await self._send_then_store(sim.iccid, sim.state, outputs, sim.last.source, before, sim.last.ref)
+            writes.append(Write(sim.iccid, sim.state, outputs, sim.last.source, before, sim.last.ref))
+        await self.writer.write(writes)
         self._count(logical, now, invalid, sims)
 
     def _count(
@@ -310,19 +284,28 @@ class Worker:
         book = await self.book(partition)
         source = Source(event.message.topic, partition, event.message.offset)
         due = 0
+        retry: list[str] = []
+        writes: list[Write] = []
         for _due, iccid in book.due.pop_due(now):
             due += 1
             try:
-                state = self.load(iccid)
+                state = self.load(iccid, event)
                 decision = decide_tick(state, now, self.policy) if state is not None else None
-                if decision is not None:
-                    await self.apply(decision, source)
-                failed = decision is not None and decision.outcome == "error"
             except Exception:
                 log.exception("rolling %s forward failed", iccid)
-                failed = True
-            if failed:  # one SIM must not stop the sweep; it is looked at again next tick
-                book.due.schedule(iccid, now + self.settings.tick_interval)
+                decision = None
+                retry.append(iccid)
+            if decision is not None and decision.outcome == "error":
+                retry.append(iccid)
+            elif decision is not None:
+                before = self._loaded.pop(iccid, None)
+                writes.append(Write(iccid, decision.state, decision.outputs, source, before, event))
+            if len(writes) >= SWEEP_CHUNK:
+                retry += [w.iccid for w in await self.writer.write(writes) if w.iccid is not None]
+                writes = []
+        retry += [w.iccid for w in await self.writer.write(writes) if w.iccid is not None]
+        for iccid in retry:  # one SIM must not stop the sweep; it is looked at again next tick
+            book.due.schedule(iccid, now + self.settings.tick_interval)
         if due:
             self.metrics.swept_sims.inc(due)
             self.metrics.sweep_timestamp.set(time.time())
@@ -407,6 +390,10 @@ def _credentials(settings: Settings) -> faust.auth.Credentials | None:
 
 def run_worker(settings: Settings) -> None:
     """Run a worker in the foreground until interrupted."""
+    if settings.event_loop == "uvloop":
+        # Before anything creates a loop: Faust's consumer thread makes its own, too.
+        # uvloop's cheaper futures and tasks matter because Faust makes several per record.
+        mode.loop.use("uvloop")
     worker = Worker(settings)
     runner = faust.Worker(
         worker.app,

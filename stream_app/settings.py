@@ -90,6 +90,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "STREAM_APP_API_TOKEN", "", "if set, GET /sims/{iccid} requires 'Authorization: Bearer <token>'"
     ),
+    Variable("STREAM_APP_EVENT_LOOP", "uvloop", "uvloop (faster) or asyncio"),
     Variable("STREAM_APP_LOG_LEVEL", "info", "debug, info, warning or error"),
     Variable("STREAM_APP_LOG_FORMAT", "text", "text (human-readable) or json (one object per line)"),
     *(
@@ -128,6 +129,7 @@ class Settings:
     data_dir: str
     standby_replicas: int
     web_host: str
+    event_loop: str
     web_port: int
     log_level: str
     log_format: str
@@ -191,6 +193,7 @@ class Settings:
             standby_replicas=get("STREAM_APP_STANDBY_REPLICAS", _int_range(0, 10), 1),
             web_host=get("STREAM_APP_WEB_HOST", _non_empty, "127.0.0.1"),
             web_port=get("STREAM_APP_WEB_PORT", _int_range(1, 65535), 6066),
+            event_loop=get("STREAM_APP_EVENT_LOOP", _choice("uvloop", "asyncio"), "uvloop"),
             log_level=get("STREAM_APP_LOG_LEVEL", _choice("debug", "info", "warning", "error"), "info"),
             log_format=get("STREAM_APP_LOG_FORMAT", _choice("text", "json"), "text"),
             api_token=get("STREAM_APP_API_TOKEN", _optional(_token), None),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 import urllib.request
@@ -164,3 +165,37 @@ async def test_subscriptions_and_usage_racing_on_two_topics_lose_no_update(
         with urllib.request.urlopen(f"http://127.0.0.1:{settings.web_port}/sims/{sim}", timeout=10) as r:
             body = orjson.loads(r.read())
         assert (body["used_bytes"], body["plan"]["quota_bytes"], body["reasons"]) == (1200, 1000, ["quota"])
+
+
+async def test_rocksdb_store_counts_exactly_when_a_batch_mixes_partitions(
+    kafka: str, start_worker: Callable[[dict[str, str]], WorkerProcess], producer: AIOKafkaProducer
+) -> None:
+    # A RocksDB store reads and writes the database of the current event's partition;
+    # a batch holds records of several partitions, so each SIM's read and write must
+    # be bound to an event of its own partition.
+    worker = start_worker(worker_env(kafka, STREAM_APP_STORE="rocksdb://"))
+    settings = worker.settings
+    sims = [iccid() for _ in range(16)]
+    for sim in sims:
+        await send(producer, settings, "subscriptions", subscription(sim, 100 * GB))
+    await wait_known(worker, *sims)
+    for round_ in range(3):
+        topic = settings.topic("usage")
+        sent = [
+            await producer.send(topic, orjson.dumps(usage(sim, 1000 + n, f"r{round_}")), key=sim.encode())
+            for n, sim in enumerate(sims)
+        ]
+        await asyncio.gather(*sent)
+    expected = {sim: 3 * (1000 + n) for n, sim in enumerate(sims)}
+    deadline = time.monotonic() + 60
+    while True:
+        seen = {}
+        for sim in sims:
+            url = f"http://127.0.0.1:{settings.web_port}/sims/{sim}"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                body = orjson.loads(response.read())
+            seen[sim] = (body["used_bytes"], body["plan"] is not None)
+        if seen == {sim: (total, True) for sim, total in expected.items()} or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    assert seen == {sim: (total, True) for sim, total in expected.items()}
