@@ -33,9 +33,16 @@ from aiokafka.admin import AIOKafkaAdminClient
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from aiokafka.partitioner import DefaultPartitioner  # noqa: E402
+
+from stream_app import codec  # noqa: E402
 from stream_app.admin import ensure_topics  # noqa: E402
+from stream_app.app import TABLE  # noqa: E402
+from stream_app.domain import Policy, new_state  # noqa: E402
+from stream_app.domain.engine import apply_input  # noqa: E402
 from stream_app.domain.timeutil import format_time, parse_time  # noqa: E402
 from stream_app.localbroker import LocalBroker, free_port  # noqa: E402
+from stream_app.pipeline import validate  # noqa: E402
 from stream_app.replay import replay_lines  # noqa: E402
 from stream_app.settings import Settings  # noqa: E402
 from stream_app.topics import REGISTRY, env_name  # noqa: E402
@@ -295,25 +302,88 @@ def replay_rate(records: int, sims: int) -> float:
     return len(lines) / elapsed
 
 
+def state_template(policy: Policy) -> bytes:
+    """One realistic stored state: a subscription and a month of ten usage records."""
+    now = parse_time(WORKER_NOW)
+    state = new_state(iccid(0), now, policy)
+    sub = orjson.loads(subscription(0, 10**9))
+    apply_input(state, validate("subscriptions", sub), now, policy)
+    for i in range(10):
+        start = now - timedelta(hours=2) + timedelta(minutes=5 * i)
+        record = {
+            "record_id": f"template-{i}",
+            "iccid": iccid(0),
+            "carrier": "cmcc",
+            "start": format_time(start),
+            "end": format_time(start + timedelta(minutes=1)),
+            "bytes_up": 1000 + i,
+            "bytes_down": 20_000 + i,
+        }
+        apply_input(state, validate("usage", record), now, policy)
+    state.partition = 0
+    return codec.encode_state(state)
+
+
+def stored_states(sims: int, partitions: int, template: bytes) -> Iterator[tuple[bytes, bytes, int]]:
+    """(key, state, partition) of ``sims`` SIMs, each in the partition its key hashes to."""
+    everyone = list(range(partitions))
+    pick = DefaultPartitioner()
+    first = iccid(0).encode()
+    for n in range(sims):
+        key = iccid(n).encode()
+        partition = pick(key, everyone, everyone)
+        yield key, template.replace(first, key).replace(b'"p":0', b'"p":%d' % partition), partition
+
+
+async def produce_changelog(bootstrap: str, topic: str, states: Iterator[tuple[bytes, bytes, int]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=512 * 1024, acks=1)
+    await producer.start()
+    pending = []
+    try:
+        for key, value, partition in states:
+            pending.append(await producer.send(topic, value, key=key, partition=partition))
+            if len(pending) >= 20_000:
+                await asyncio.gather(*pending)
+                pending = []
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+def settled_rss(worker: Worker, timeout: float = 120) -> int:
+    """RSS once it stops growing (after recovery the worker builds its due index)."""
+    deadline = time.perf_counter() + timeout
+    previous = worker.rss()
+    while time.perf_counter() < deadline:
+        time.sleep(3)
+        current = worker.rss()
+        if abs(current - previous) < previous * 0.005:
+            return current
+        previous = current
+    return worker.rss()
+
+
 async def memory_per_sim(bootstrap: str, sims: int, store: str, workdir: Path) -> tuple[int, float, int]:
-    """RSS per SIM with ``sims`` SIMs in state, then a fresh worker's recovery time."""
+    """RSS per SIM with ``sims`` SIMs in state, and the time a fresh worker takes to recover them.
+
+    The states are written straight to the table's changelog (what a worker would have
+    written), so the figure does not wait for a million subscriptions to be processed.
+    """
     suffix = f"{store.split(':', maxsplit=1)[0]}-{uuid.uuid4().hex[:6]}"
     env = bench_env(bootstrap, suffix, STREAM_APP_STORE=store)
     settings = Settings.from_env(env)
     await ensure_topics(settings)
-    idle = Worker(env, workdir / f"{suffix}-idle")
-    idle.wait_ready()
-    await asyncio.sleep(2)
-    baseline = idle.rss()
-    await produce(
-        bootstrap, settings.topic("subscriptions"), ((iccid(n), subscription(n, 10**9)) for n in range(sims))
+    empty = Worker(env, workdir / f"{suffix}-empty")  # also creates the changelog topic
+    empty.wait_ready()
+    baseline = settled_rss(empty)
+    empty.stop()
+    template = state_template(settings.policy())
+    await produce_changelog(
+        bootstrap, f"{settings.app_id}-{TABLE}-changelog", stored_states(sims, PARTITIONS, template)
     )
-    await wait_committed(bootstrap, settings.app_id, settings.topic("subscriptions"), sims, 1800)
-    await asyncio.sleep(3)
-    rss = idle.rss()
-    idle.stop()
     fresh = Worker(env, workdir / f"{suffix}-fresh")
     recovery = fresh.wait_ready() - fresh.started
+    rss = settled_rss(fresh)
     fresh.stop()
     return max(rss - baseline, 0) // sims, recovery, rss
 
