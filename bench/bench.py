@@ -237,9 +237,10 @@ async def wait_committed(bootstrap: str, group: str, topic: str, total: int, tim
     return time.perf_counter()
 
 
-async def latency(bootstrap: str, env: dict[str, str], rate: float, seconds: float) -> list[float]:
-    """Records for never-seen SIMs (each gives an unknown_sim alert) at ``rate``/s:
-    from the record's produce time to its alert's append on the alerts topic."""
+async def latency(bootstrap: str, env: dict[str, str], rate: float, seconds: float, sims: int) -> list[float]:
+    """Decision latency under load: records at ``rate``/s, the bench's own SIMs' usage
+    with one probe in twenty, a record for a never-seen SIM (it gives an unknown_sim
+    alert at once); from the probe's produce time to its alert's append."""
     settings = Settings.from_env(env)
     alerts = AIOKafkaConsumer(
         settings.topic("alerts"),
@@ -256,8 +257,9 @@ async def latency(bootstrap: str, env: dict[str, str], rate: float, seconds: flo
     began, i = time.perf_counter(), 0
     try:
         while time.perf_counter() - began < seconds:
+            probe = i % 20 == 0
             record_id = f"lat-{i}"
-            sim = f"898601{i:014d}"
+            sim = f"898601{i:014d}" if probe else iccid((i * 7919) % sims)
             value = orjson.dumps(
                 {
                     "record_id": record_id,
@@ -269,7 +271,8 @@ async def latency(bootstrap: str, env: dict[str, str], rate: float, seconds: flo
                     "bytes_down": 1,
                 }
             )
-            sent[record_id] = time.time()
+            if probe:
+                sent[record_id] = time.time()
             await producer.send(settings.topic("usage"), value, key=sim.encode())
             i += 1
             await asyncio.sleep(max(0.0, began + i / rate - time.perf_counter()))
@@ -279,9 +282,9 @@ async def latency(bootstrap: str, env: dict[str, str], rate: float, seconds: flo
         while len(latencies) < len(sent) and time.perf_counter() < deadline:
             for messages in (await alerts.getmany(timeout_ms=500)).values():
                 for m in messages:
-                    cause = orjson.loads(m.value).get("cause")
-                    if cause in sent:
-                        latencies.append(m.timestamp / 1000 - sent[cause])
+                    alert = orjson.loads(m.value)
+                    if alert["kind"] == "unknown_sim" and alert.get("cause") in sent:
+                        latencies.append(m.timestamp / 1000 - sent[alert["cause"]])
         return latencies
     finally:
         await producer.stop()
@@ -393,7 +396,7 @@ async def main() -> None:  # noqa: PLR0915 - one linear script, read top to bott
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--sims", type=int, default=100_000)
     parser.add_argument("--memory-sims", type=int, default=1_000_000)
-    parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--output", default=str(ROOT / "bench-results.json"))
     args = parser.parse_args()
     check_aiokafka_c_extension()
@@ -444,7 +447,7 @@ async def main() -> None:  # noqa: PLR0915 - one linear script, read top to bott
             f"worker: {results['worker_rps']:,.0f} records/s ({results['ratio']:.2f} x ceiling)", flush=True
         )
 
-        lat = await latency(bootstrap, env, results["worker_rps"] / 2, args.latency_seconds)
+        lat = await latency(bootstrap, env, results["worker_rps"] / 2, args.latency_seconds, args.sims)
         worker.stop()
         if lat:
             quantiles = statistics.quantiles(lat, n=100)
