@@ -167,6 +167,14 @@ class Settings:
         }
         if len(set(names.values())) != len(names):
             problems.append("STREAM_APP_TOPIC_*: two topics share one name")
+        guarantee = source.get("STREAM_APP_FAUST_PROCESSING_GUARANTEE", "at_least_once").strip()
+        if guarantee.lower().replace("-", "_") != "at_least_once":
+            # writer.py sends on Faust's plain producer, outside any transaction: exactly_once
+            # would commit offsets transactionally around writes that are not (README
+            # "Reliability" says why at-least-once was chosen).
+            problems.append(
+                f"STREAM_APP_FAUST_PROCESSING_GUARANTEE={guarantee!r}: only at_least_once is supported"
+            )
         settings = cls(
             bootstrap_servers=get("KAFKA_BOOTSTRAP_SERVERS", _non_empty, "127.0.0.1:9092"),
             app_id=get("STREAM_APP_ID", _topic_name, "stream-app"),

@@ -33,6 +33,7 @@ def test_every_bad_value_is_reported_at_once() -> None:
                 "STREAM_APP_DEDUPE_HORIZON": "a week",
                 "STREAM_APP_CLOCK": "simulated",
                 "STREAM_APP_TOPIC_USAGE": "sim usage",
+                "STREAM_APP_FAUST_PROCESSING_GUARANTEE": "exactly_once",
             }
         )
     named = {problem.split("=")[0].split(":")[0] for problem in caught.value.problems}
@@ -43,6 +44,7 @@ def test_every_bad_value_is_reported_at_once() -> None:
         "STREAM_APP_DEDUPE_HORIZON",
         "STREAM_APP_CLOCK_START",
         "STREAM_APP_TOPIC_USAGE",
+        "STREAM_APP_FAUST_PROCESSING_GUARANTEE",
     }
 
 
