@@ -327,30 +327,16 @@ def state_template(policy: Policy) -> bytes:
     return codec.encode_state(state)
 
 
-def stored_states(sims: int, partitions: int, template: bytes) -> Iterator[tuple[bytes, bytes, int]]:
-    """(key, state, partition) of ``sims`` SIMs, each in the partition its key hashes to."""
-    everyone = list(range(partitions))
-    pick = DefaultPartitioner()
+def stored_states(sims: int, template: bytes) -> Iterator[tuple[str, bytes]]:
+    """(ICCID, state) of ``sims`` SIMs; each state names the partition its key hashes to,
+    the one the producer's default partitioner sends it to, as a worker would have."""
     first = iccid(0).encode()
+    everyone = list(range(PARTITIONS))
+    pick = DefaultPartitioner()
     for n in range(sims):
         key = iccid(n).encode()
         partition = pick(key, everyone, everyone)
-        yield key, template.replace(first, key).replace(b'"p":0', b'"p":%d' % partition), partition
-
-
-async def produce_changelog(bootstrap: str, topic: str, states: Iterator[tuple[bytes, bytes, int]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=512 * 1024, acks=1)
-    await producer.start()
-    pending = []
-    try:
-        for key, value, partition in states:
-            pending.append(await producer.send(topic, value, key=key, partition=partition))
-            if len(pending) >= 20_000:
-                await asyncio.gather(*pending)
-                pending = []
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
+        yield iccid(n), template.replace(first, key).replace(b'"p":0', b'"p":%d' % partition)
 
 
 def settled_rss(worker: Worker, timeout: float = 120) -> int:
@@ -381,9 +367,7 @@ async def memory_per_sim(bootstrap: str, sims: int, store: str, workdir: Path) -
     baseline = settled_rss(empty)
     empty.stop()
     template = state_template(settings.policy())
-    await produce_changelog(
-        bootstrap, f"{settings.app_id}-{TABLE}-changelog", stored_states(sims, PARTITIONS, template)
-    )
+    await produce(bootstrap, f"{settings.app_id}-{TABLE}-changelog", stored_states(sims, template))
     fresh = Worker(env, workdir / f"{suffix}-fresh")
     recovery = fresh.wait_ready() - fresh.started
     rss = settled_rss(fresh)
