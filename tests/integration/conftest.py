@@ -104,6 +104,18 @@ class WorkerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 90.0) -> None:
+        self.spawn()
+        deadline = time.monotonic() + timeout
+        while not self.is_ready():
+            if not self.alive():
+                raise RuntimeError(f"worker exited:\n{self.log()}")
+            if time.monotonic() > deadline:
+                self.kill()  # never leave a worker running behind a failed test
+                raise TimeoutError(f"worker not ready in {timeout} s:\n{self.log()}")
+            time.sleep(0.2)
+
+    def spawn(self) -> None:
+        """Start the process without waiting for it (the chaos harness kills at any moment)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
@@ -112,14 +124,12 @@ class WorkerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + timeout
-        while b"[^Worker]: Ready" not in self.log_path.read_bytes():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited:\n{self.log()}")
-            if time.monotonic() > deadline:
-                self.kill()  # never leave a worker running behind a failed test
-                raise TimeoutError(f"worker not ready in {timeout} s:\n{self.log()}")
-            time.sleep(0.2)
+
+    def is_ready(self) -> bool:
+        return b"[^Worker]: Ready" in self.log_path.read_bytes()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-6000:]
