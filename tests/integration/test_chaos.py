@@ -19,7 +19,7 @@ from .chaos import Result, Scenario, report, run_scenario
 pytestmark = pytest.mark.integration
 
 # A shorter session than the other tests' 10 s (each failover waits it out), and a
-# stall declared after a minute without progress rather than two.
+# stall declared after 45 s without progress rather than two minutes.
 QUICK = Scenario(
     "quick",
     records=6_000,
@@ -29,7 +29,7 @@ QUICK = Scenario(
     gap=(1.0, 4.0),
     session_timeout=6.0,
     lead=12.0,
-    stall_after=60.0,
+    stall_after=45.0,
 )
 
 
