@@ -119,6 +119,12 @@ class Fleet:
     """Phase A: March records, produced while the workers' clock is in March."""
     after: list[Usage]
     """Phase B: late March records, April records and repeats, produced after B."""
+    placed: dict[tuple[str, str], list[tuple[int, int]]] = field(default_factory=dict)
+    """(iccid, record_id) -> where each copy landed on the usage topic (partition, offset)."""
+
+    def place(self, records: Sequence[Usage], placed: Sequence[tuple[int, int]]) -> None:
+        for usage, where in zip(records, placed, strict=True):
+            self.placed.setdefault((usage.iccid, usage.record_id), []).append(where)
 
     @property
     def records(self) -> int:
@@ -270,7 +276,8 @@ def make_fleet(records: int, sims: int, seed: int) -> Fleet:
 # --- Kafka helpers --------------------------------------------------------------------------
 
 
-async def produce(bootstrap: str, topic: str, items: Iterable[tuple[str, bytes]]) -> int:
+async def produce(bootstrap: str, topic: str, items: Iterable[tuple[str, bytes]]) -> list[tuple[int, int]]:
+    """Send in order; returns each message's (partition, offset)."""
     # Idempotent: a retried send must not add a message the ground truth does not know.
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
@@ -280,18 +287,18 @@ async def produce(bootstrap: str, topic: str, items: Iterable[tuple[str, bytes]]
         max_batch_size=256 * 1024,
     )
     await producer.start()
-    count, pending = 0, []
+    placed: list[tuple[int, int]] = []
+    pending = []
     try:
         for key, value in items:
             pending.append(await producer.send(topic, value, key=key.encode()))
-            count += 1
             if len(pending) >= 10_000:
-                await asyncio.gather(*pending)
+                placed += [(m.partition, m.offset) for m in await asyncio.gather(*pending)]
                 pending = []
-        await asyncio.gather(*pending)
+        placed += [(m.partition, m.offset) for m in await asyncio.gather(*pending)]
     finally:
         await producer.stop()
-    return count
+    return placed
 
 
 async def _admin_call(bootstrap: str, call: Callable[[AIOKafkaAdminClient], Awaitable[Any]]) -> Any:
@@ -635,6 +642,21 @@ def logical(command: dict[str, Any]) -> CommandKey:
     return (command["iccid"], command["action"], command["reason"], command["trigger"], at.strftime("%Y-%m"))
 
 
+def uncounted(fleet: Fleet, states: dict[str, SimState], iccid: str, month: str) -> list[str]:
+    """Where the records a SIM-month misses were on the usage topic: the evidence of a loss."""
+    state = states.get(iccid)
+    seen = state.seen if state is not None else {}
+    missing = {
+        u.record_id: fleet.placed.get((u.iccid, u.record_id), [])
+        for u in [*fleet.before, *fleet.after]
+        if u.iccid == iccid and u.month == month and u.record_id not in seen
+    }
+    return [
+        f"  never counted: {record_id} at usage (partition, offset) {where}"
+        for record_id, where in missing.items()
+    ][:5]
+
+
 def judge(fleet: Fleet, states: dict[str, SimState], commands: list[dict[str, Any]], result: Result) -> None:
     """Fill ``result`` with the comparison of the worker's state and commands with the truth."""
     truth = fleet.truth()
@@ -653,6 +675,8 @@ def judge(fleet: Fleet, states: dict[str, SimState], commands: list[dict[str, An
             result.extra_bytes += got - expected
         if expected != got and len(result.examples) < 5:
             result.examples.append(f"{key[0]} {key[1]}: truth {expected:,} counted {got:,}")
+            if expected > got:
+                result.examples += uncounted(fleet, states, *key)
     ids: dict[CommandKey, set[str]] = defaultdict(set)
     for command in commands:
         ids[logical(command)].add(command["command_id"])
@@ -867,6 +891,12 @@ async def run_scenario(
             bootstrap, settings, fleet, isolation_for(scenario.guarantee), 5 if result.stalled else 90
         )
         judge(fleet, states, commands, result)
+        if result.lost:
+            # the other half of the evidence: whether the group committed past what it missed
+            usage = settings.topic("usage")
+            ends = await _end_offsets(bootstrap, usage, scenario.partitions)
+            lag = await lag_by_partition(bootstrap, settings.app_id, usage, ends)
+            result.examples.append(f"  usage messages not committed at the end, by partition: {lag}")
         check_api(crew, states, fleet, 50, result)
         result.step("verdict")
     finally:
@@ -915,7 +945,9 @@ async def usage_phases(
         if not joining:
             await crew.wait_ready()
         started = time.monotonic()
-        await produce(bootstrap, settings.topic("usage"), ((u.iccid, u.value) for u in records))
+        fleet.place(
+            records, await produce(bootstrap, settings.topic("usage"), ((u.iccid, u.value) for u in records))
+        )
         ends = await _end_offsets(bootstrap, settings.topic("usage"), scenario.partitions)
         result.stalled = await run_phase(
             crew, scenario, bootstrap, settings, ends, kills, broker, restarts, deadline
