@@ -119,6 +119,12 @@ class Fleet:
     """Phase A: March records, produced while the workers' clock is in March."""
     after: list[Usage]
     """Phase B: late March records, April records and repeats, produced after B."""
+    placed: dict[tuple[str, str], list[tuple[int, int]]] = field(default_factory=dict)
+    """(iccid, record_id) -> where each copy landed on the usage topic (partition, offset)."""
+
+    def place(self, records: Sequence[Usage], placed: Sequence[tuple[int, int]]) -> None:
+        for usage, where in zip(records, placed, strict=True):
+            self.placed.setdefault((usage.iccid, usage.record_id), []).append(where)
 
     @property
     def records(self) -> int:
@@ -270,7 +276,8 @@ def make_fleet(records: int, sims: int, seed: int) -> Fleet:
 # --- Kafka helpers --------------------------------------------------------------------------
 
 
-async def produce(bootstrap: str, topic: str, items: Iterable[tuple[str, bytes]]) -> int:
+async def produce(bootstrap: str, topic: str, items: Iterable[tuple[str, bytes]]) -> list[tuple[int, int]]:
+    """Send in order; returns each message's (partition, offset)."""
     # Idempotent: a retried send must not add a message the ground truth does not know.
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
@@ -280,18 +287,18 @@ async def produce(bootstrap: str, topic: str, items: Iterable[tuple[str, bytes]]
         max_batch_size=256 * 1024,
     )
     await producer.start()
-    count, pending = 0, []
+    placed: list[tuple[int, int]] = []
+    pending = []
     try:
         for key, value in items:
             pending.append(await producer.send(topic, value, key=key.encode()))
-            count += 1
             if len(pending) >= 10_000:
-                await asyncio.gather(*pending)
+                placed += [(m.partition, m.offset) for m in await asyncio.gather(*pending)]
                 pending = []
-        await asyncio.gather(*pending)
+        placed += [(m.partition, m.offset) for m in await asyncio.gather(*pending)]
     finally:
         await producer.stop()
-    return count
+    return placed
 
 
 async def _admin_call(bootstrap: str, call: Callable[[AIOKafkaAdminClient], Awaitable[Any]]) -> Any:
@@ -403,7 +410,12 @@ class Slot:
         return self.worker is not None and self.worker.alive()
 
     def ready(self) -> bool:
-        return self.worker is not None and self.worker.alive() and self.worker.is_ready()
+        """Started, owning partitions, recovered and not rebalancing (/readyz), not merely
+        past its first "Ready": input produced during a rebalance's recovery is where
+        Faust loses messages (README, Reliability), and the harness must not be the cause."""
+        if self.worker is None or not self.worker.alive() or not self.worker.is_ready():
+            return False
+        return self.get("/readyz", timeout=2) is not None
 
     def kill(self) -> bool:
         """SIGKILL; True if a live process was killed."""
@@ -452,11 +464,11 @@ class Crew:
 
     async def wait_ready(self, slots: Sequence[Slot] | None = None, timeout: float = 240.0) -> None:
         deadline = time.monotonic() + timeout
-        for slot in slots or self.slots:
-            while not slot.ready():
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{slot.name} not ready in {timeout} s")
-                await asyncio.sleep(0.2)
+        # all at once: one joining puts the others back into a rebalance
+        while not all(slot.ready() for slot in slots or self.slots):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"workers not ready in {timeout} s")
+            await asyncio.sleep(0.3)
 
     async def watch(self) -> None:
         """Restart a worker that exited on its own (counted as a crash, log kept)."""
@@ -557,11 +569,11 @@ class Scenario:
     guarantee: str | None = None
     own_broker: bool = False
     """Start a broker of its own (required when it is restarted)."""
-    stagger: bool = False
-    """Start the second worker once the first has committed the subscriptions. Started
-    together, the first rebalance of a fresh group can leave a never-committed partition
-    unconsumed until a restart (README, Reliability): a finding, but one that costs the
-    short test a stall; the failovers under test come later either way."""
+    race_join: bool = False
+    """Reproduce the Faust input loss (README, Reliability): the second worker joins just
+    as the first usage is produced, so a rebalance meets partitions with no committed
+    offset while their first messages are being fetched. Otherwise nothing is produced
+    until every worker is ready and the group has settled."""
 
 
 @dataclass(slots=True)
@@ -630,6 +642,21 @@ def logical(command: dict[str, Any]) -> CommandKey:
     return (command["iccid"], command["action"], command["reason"], command["trigger"], at.strftime("%Y-%m"))
 
 
+def uncounted(fleet: Fleet, states: dict[str, SimState], iccid: str, month: str) -> list[str]:
+    """Where the records a SIM-month misses were on the usage topic: the evidence of a loss."""
+    state = states.get(iccid)
+    seen = state.seen if state is not None else {}
+    missing = {
+        u.record_id: fleet.placed.get((u.iccid, u.record_id), [])
+        for u in [*fleet.before, *fleet.after]
+        if u.iccid == iccid and u.month == month and u.record_id not in seen
+    }
+    return [
+        f"  never counted: {record_id} at usage (partition, offset) {where}"
+        for record_id, where in missing.items()
+    ][:5]
+
+
 def judge(fleet: Fleet, states: dict[str, SimState], commands: list[dict[str, Any]], result: Result) -> None:
     """Fill ``result`` with the comparison of the worker's state and commands with the truth."""
     truth = fleet.truth()
@@ -648,6 +675,8 @@ def judge(fleet: Fleet, states: dict[str, SimState], commands: list[dict[str, An
             result.extra_bytes += got - expected
         if expected != got and len(result.examples) < 5:
             result.examples.append(f"{key[0]} {key[1]}: truth {expected:,} counted {got:,}")
+            if expected > got:
+                result.examples += uncounted(fleet, states, *key)
     ids: dict[CommandKey, set[str]] = defaultdict(set)
     for command in commands:
         ids[logical(command)].add(command["command_id"])
@@ -846,19 +875,15 @@ async def run_scenario(
     deadline = time.monotonic() + 300 + scenario.records / 200
     watcher = asyncio.create_task(crew.watch())
     try:
-        clock = simulated_clock(PHASE_A_NOW, 1, time.time())
-        later = crew.slots[1:] if scenario.stagger else []
-        for slot in crew.slots:
-            if slot not in later:
-                slot.spawn(clock)
+        first = crew.slots[:1] if scenario.race_join else crew.slots
+        for slot in first:
+            slot.spawn(simulated_clock(PHASE_A_NOW, 1, time.time()))
+        await crew.wait_ready(first)
         await produce(bootstrap, settings.topic("subscriptions"), fleet.subscriptions)
         subscriptions = await _end_offsets(bootstrap, settings.topic("subscriptions"), scenario.partitions)
         result.stalled = await wait_committed(
             crew, scenario, bootstrap, settings, "subscriptions", subscriptions, None, deadline
         )
-        for slot in later:
-            slot.spawn(clock)
-        await crew.wait_ready()
         result.step("subscriptions")
         if not result.stalled:
             await usage_phases(crew, scenario, fleet, bootstrap, settings, broker, result, deadline)
@@ -866,6 +891,12 @@ async def run_scenario(
             bootstrap, settings, fleet, isolation_for(scenario.guarantee), 5 if result.stalled else 90
         )
         judge(fleet, states, commands, result)
+        if result.lost:
+            # the other half of the evidence: whether the group committed past what it missed
+            usage = settings.topic("usage")
+            ends = await _end_offsets(bootstrap, usage, scenario.partitions)
+            lag = await lag_by_partition(bootstrap, settings.app_id, usage, ends)
+            result.examples.append(f"  usage messages not committed at the end, by partition: {lag}")
         check_api(crew, states, fleet, 50, result)
         result.step("verdict")
     finally:
@@ -904,8 +935,19 @@ async def usage_phases(
             while _clock_now(crew.slots[0].clock) < BOUNDARY + timedelta(seconds=3):
                 await asyncio.sleep(0.5)
             result.step("to_month_start")
+        joining = [slot for slot in crew.slots if slot.worker is None]
+        for slot in joining:
+            slot.spawn(crew.slots[0].clock)
+        # race_join: produce the moment the newcomer has its partitions, while the first
+        # worker is still recovering the ones it kept
+        while not all(slot.worker is not None and slot.worker.is_ready() for slot in joining):
+            await asyncio.sleep(0.05)
+        if not joining:
+            await crew.wait_ready()
         started = time.monotonic()
-        await produce(bootstrap, settings.topic("usage"), ((u.iccid, u.value) for u in records))
+        fleet.place(
+            records, await produce(bootstrap, settings.topic("usage"), ((u.iccid, u.value) for u in records))
+        )
         ends = await _end_offsets(bootstrap, settings.topic("usage"), scenario.partitions)
         result.stalled = await run_phase(
             crew, scenario, bootstrap, settings, ends, kills, broker, restarts, deadline
@@ -956,11 +998,14 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
         "seed": args.seed,
         "guarantee": args.processing_guarantee,
         "stall_after": args.stall_after,
+        "session_timeout": args.session_timeout,
     }
     known = {
         "single": Scenario("single", kills=args.kills, **common),
         # the survivor waits out the dead member's session before it takes over
-        "failover": Scenario("failover", kills=args.failover_kills, workers=2, lead=45, **common),
+        "failover": Scenario(
+            "failover", kills=args.failover_kills, workers=2, lead=45, race_join=args.race_join, **common
+        ),
         "broker": Scenario(
             "broker", kills=args.broker_kills, broker_restarts=args.broker_restarts, own_broker=True, **common
         ),
@@ -1052,10 +1097,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--broker-restarts", type=int, default=2, help="the second one is a SIGKILL")
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--session-timeout", type=float, default=10.0, help="Kafka session, seconds")
     parser.add_argument("--stall-after", type=float, default=120.0, help="seconds without progress")
     parser.add_argument("--processing-guarantee", choices=("at_least_once", "exactly_once"), default=None)
     parser.add_argument("--bootstrap", default=None, help="an existing broker (default: start one)")
     parser.add_argument("--keep", action="store_true", help="keep worker logs and data")
+    parser.add_argument(
+        "--race-join", action="store_true", help="failover: reproduce the Faust input loss (README)"
+    )
     args = parser.parse_args(argv)
     # The harness's own clients complain through every broker restart; the workers' logs keep theirs.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
