@@ -395,6 +395,9 @@ class Slot:
         self.worker: WorkerProcess | None = None
         self.history: list[WorkerProcess] = []
         self.spawned_at = 0.0
+        self.start_seconds: list[float] = []
+        """How long each incarnation took from spawn to ready (recovery grows with the table)."""
+        self.timed: WorkerProcess | None = None
         self.busy = False
         """Being killed or restarted on purpose: the crash watcher leaves it alone."""
 
@@ -415,7 +418,12 @@ class Slot:
         Faust loses messages (README, Reliability), and the harness must not be the cause."""
         if self.worker is None or not self.worker.alive() or not self.worker.is_ready():
             return False
-        return self.get("/readyz", timeout=2) is not None
+        if self.get("/readyz", timeout=2) is None:
+            return False
+        if self.timed is not self.worker:
+            self.timed = self.worker
+            self.start_seconds.append(time.monotonic() - self.spawned_at)
+        return True
 
     def kill(self) -> bool:
         """SIGKILL; True if a live process was killed."""
@@ -769,11 +777,12 @@ async def run_phase(
 
     async def chaos() -> None:
         await crew.monkey(kills, scenario.gap, failover)
-        for n in range(restarts):
+        for _ in range(restarts):
             await crew.wait_ready()
             await asyncio.sleep(crew.rng.uniform(*scenario.gap))
             assert broker is not None
-            await restart_broker(broker, crew, hard=n % 2 == 1, outage=(1.0, 5.0))
+            # every other restart is a SIGKILL, counted over the whole scenario
+            await restart_broker(broker, crew, hard=crew.stats.broker_restarts % 2 == 1, outage=(1.0, 5.0))
 
     task = asyncio.create_task(chaos())
     try:
@@ -977,7 +986,11 @@ async def _end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int,
 async def switch_clocks(crew: Crew, scenario: Scenario) -> None:
     """Kill every worker and restart it on a clock ``lead`` seconds before the month
     start, one at a time (with two workers each kill is a failover)."""
-    clock = simulated_clock(BOUNDARY - timedelta(seconds=scenario.lead), 1, time.time())
+    # A restart's recovery grows with the changelog: leave time for every worker to be
+    # back before 00:00, so that a running worker crosses it, not one catching up.
+    slowest = max((t for slot in crew.slots for t in slot.start_seconds), default=0.0)
+    lead = max(scenario.lead, scenario.workers * slowest + 8)
+    clock = simulated_clock(BOUNDARY - timedelta(seconds=lead), 1, time.time())
     for n, slot in enumerate(crew.slots):
         slot.clock = clock
         await crew.kill(slot, scenario.workers > 1)
