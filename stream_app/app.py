@@ -33,13 +33,17 @@ from typing import Any
 import faust
 import mode.loop
 from faust.streams import _current_event
+from faust.types import TP
 from prometheus_client import CollectorRegistry
 
-from . import codec
+from . import codec, committer
 from .batch import Incoming, SimBatch, decide_batch
 from .domain import SimState, UsageRecord
+from .gaps import GapReader
+from .intake import Intake
 from .logs import logging_config
 from .metrics import Metrics
+from .offsets import Ledger, Partition
 from .ownership import Books, PartitionBook, Summary, summary
 from .pipeline import Decision, Source, decide_tick
 from .settings import Settings
@@ -56,7 +60,7 @@ from .topics import (
     TICKS,
     USAGE,
 )
-from .writer import Write, Writer
+from .writer import Write, Writer, Written
 
 log = logging.getLogger("stream_app")
 
@@ -111,6 +115,14 @@ class Worker:
             self._observe,
             self.books.record,
         )
+        self.ledger = Ledger()
+        self.intake = Intake(
+            self.ledger,
+            GapReader(settings, BATCH_SIZE),
+            self._decide_and_apply,
+            lambda topic, number: self.metrics.read_back.labels(topic).inc(number),
+        )
+        committer.install(self.app, self.ledger, [settings.topic(logical) for logical in (*INPUTS, TICKS)])
         self._install()
 
     def _topic(self, logical: str) -> Any:
@@ -219,21 +231,11 @@ class Worker:
         # in between (before the store, see writer.py), and another topic's agent
         # reading the same SIM meanwhile would lose one of the two updates.
         async with self._state_lock:
-            await self._decide_and_apply(logical, events)
+            await self.intake.take(logical, events)
 
-    async def _decide_and_apply(self, logical: str, events: list[Any]) -> None:
+    async def _decide_and_apply(self, logical: str, batch: list[Incoming]) -> Written:
         now = self.clock.now()
-        batch = [
-            Incoming(
-                Source(e.message.topic, e.message.partition, e.message.offset),
-                e.value,
-                e.key if e.key is not None else b"",  # no key: key_mismatch
-                e.message.timestamp,
-                e,
-            )
-            for e in events
-        ]
-        by_key = {e.key: e for e in events}
+        by_key = {i.key: i.ref for i in batch}
         invalid, sims = decide_batch(
             logical,
             batch,
@@ -247,8 +249,9 @@ class Worker:
             outputs = [o for _incoming, decision in sim.decisions for o in decision.outputs]
             before = self._loaded.pop(sim.iccid, None)
             writes.append(Write(sim.iccid, sim.state, outputs, sim.last.source, before, sim.last.ref))
-        await self.writer.write(writes)
+        written = await self.writer.write(writes)
         self._count(logical, now, invalid, sims)
+        return written
 
     def _count(
         self, logical: str, now: datetime, invalid: list[tuple[Incoming, Decision]], sims: list[SimBatch]
@@ -278,9 +281,22 @@ class Worker:
     async def _on_tick(self, stream: Any) -> None:
         async for event in stream.events():
             async with self._state_lock:  # see _process_batch
-                await self._sweep(event.message.partition, event)
+                ticket = await self.intake.begin_tick(event)
+                written: list[Written] = []
+                try:
+                    await self._sweep(event.message.partition, event, written)
+                finally:
+                    self.intake.settle([ticket], written)
+                await self.intake.check_idle(self._inputs(event.message.partition), self._end, event)
 
-    async def _sweep(self, partition: int, event: Any) -> None:
+    def _inputs(self, partition: int) -> list[tuple[str, Partition]]:
+        return [(logical, Partition(self.settings.topic(logical), partition)) for logical in INPUTS]
+
+    def _end(self, partition: Partition) -> int | None:
+        end: int | None = self.app.consumer.highwater(TP(partition.topic, partition.partition))
+        return end
+
+    async def _sweep(self, partition: int, event: Any, written: list[Written]) -> None:
         """Roll forward the partition's SIMs that are due (month starts, expiries...)."""
         now = self.clock.now()
         started = time.monotonic()
@@ -304,9 +320,10 @@ class Worker:
                 before = self._loaded.pop(iccid, None)
                 writes.append(Write(iccid, decision.state, decision.outputs, source, before, event))
             if len(writes) >= SWEEP_CHUNK:
-                retry += [w.iccid for w in await self.writer.write(writes) if w.iccid is not None]
+                written.append(await self.writer.write(writes))
                 writes = []
-        retry += [w.iccid for w in await self.writer.write(writes) if w.iccid is not None]
+        written.append(await self.writer.write(writes))
+        retry += [w.iccid for chunk in written for w in chunk.failed if w.iccid is not None]
         for iccid in retry:  # one SIM must not stop the sweep; it is looked at again next tick
             book.due.schedule(iccid, now + self.settings.tick_interval)
         if due:
@@ -346,6 +363,7 @@ class Worker:
             if end is not None:
                 metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(end - (done or 0), 0))
         metrics.owned_partitions.set(owned)
+        metrics.stuck_partitions.set(len(self.ledger.stuck()))
 
     def ready(self) -> bool:
         """Owns partitions and has recovered its tables (and is not rebalancing)."""
@@ -370,9 +388,14 @@ class Worker:
 
         def forget_books(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
             self.books.clear()
+            self.ledger.reassigned()
+
+        async def close_gap_reader(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+            await self.intake.gaps.stop()
 
         app.on_partitions_revoked.connect(forget_books)
         app.on_partitions_assigned.connect(forget_books)
+        app.on_before_shutdown.connect(close_gap_reader)
         install_views(self)
 
 

@@ -83,6 +83,18 @@ class Metrics:
         self.swept_sims = Counter(
             "stream_app_swept_sims", "SIMs rolled forward by tick sweeps", registry=registry
         )
+        self.read_back = Counter(
+            "stream_app_read_back_messages",
+            "Input messages read from the broker by the worker itself: Faust fetched them and"
+            " never delivered them in order (README Reliability)",
+            ["topic"],
+            registry=registry,
+        )
+        self.stuck_partitions = Gauge(
+            "stream_app_stuck_partitions",
+            "Input partitions whose commits stopped at a write never acknowledged (until a rebalance)",
+            registry=registry,
+        )
         self.owned_partitions = Gauge(
             "stream_app_owned_partitions", "Input partitions this worker actively owns", registry=registry
         )

@@ -5,7 +5,9 @@ changelog record produced, only after every output it decided has been acknowled
 the broker. A crash at any point leaves either the state not yet advanced (the input is
 processed again and its outputs repeat with the same ids) or both written; never an
 advanced state whose outputs were lost, whatever brokers the partitions live on.
-Input offsets are committed later by Faust, which flushes the producer first.
+Input offsets are committed later, only once the changelog records are acknowledged
+too: ``write`` returns their deliveries, and the offset ledger waits on them
+(offsets.py).
 
 Sends go straight to the aiokafka producer Faust started (same event loop, same
 settings and credentials) rather than through Faust's topic and table wrappers: those
@@ -49,6 +51,15 @@ class Write(NamedTuple):
     """The framework's event of ``source`` (a RocksDB store picks its partition by it)."""
 
 
+class Written(NamedTuple):
+    failed: list[Write]
+    """Writes whose outputs could not be sent: dead-lettered, their states not stored."""
+    deliveries: list[asyncio.Future[Any]]
+    """The changelog records produced for the stored states, not yet acknowledged."""
+    unrecorded: int
+    """Failed writes whose dead letter could not be sent either: their input is not done."""
+
+
 class Writer:
     def __init__(
         self,
@@ -64,12 +75,12 @@ class Writer:
         self.observe = observe
         self.stored = stored
 
-    async def write(self, writes: list[Write]) -> list[Write]:
+    async def write(self, writes: list[Write]) -> Written:
         """Send every write's outputs, await them, then store the states they belong to.
 
         A write whose state cannot be encoded or whose outputs cannot be sent stores
         nothing and becomes a dead letter saying so, rather than an exception that
-        would make Faust ack and drop the whole batch. Returns those writes.
+        would make Faust ack and drop the whole batch.
         """
         producer = self.app.producer._ensure_producer()
         sent: list[tuple[Write, bytes | None, list[asyncio.Future[Any]]]] = []
@@ -93,6 +104,7 @@ class Writer:
         if sent:
             await asyncio.gather(*(f for _w, _e, futures in sent for f in futures), return_exceptions=True)
         changelog = self.table.changelog_topic.get_topic_name()
+        deliveries: list[asyncio.Future[Any]] = []
         for write, encoded, futures in sent:
             errors = [f.exception() for f in futures if f.exception() is not None]
             if errors:
@@ -101,13 +113,16 @@ class Writer:
             for output in write.outputs:
                 self.observe(output.topic, output.value)
             if encoded is not None and write.state is not None and write.iccid is not None:
-                await self._store(producer, changelog, write, encoded)
+                deliveries.append(await self._store(producer, changelog, write, encoded))
+        unrecorded = 0
         for write, error in failed:
             log.error("could not send the outputs of %s[%s]@%s: %s", *write.source, error)
-            await self._dead_letter(producer, write, error)
-        return [write for write, _error in failed]
+            unrecorded += not await self._dead_letter(producer, write, error)
+        return Written([write for write, _error in failed], deliveries, unrecorded)
 
-    async def _store(self, producer: Any, changelog: str, write: Write, encoded: bytes) -> None:
+    async def _store(
+        self, producer: Any, changelog: str, write: Write, encoded: bytes
+    ) -> asyncio.Future[Any]:
         assert write.iccid is not None and write.state is not None
         key = write.iccid.encode()
         token = _current_event.set(weakref.ref(write.event)) if write.event is not None else None
@@ -117,10 +132,12 @@ class Writer:
             if token is not None:
                 _current_event.reset(token)
         partition = write.source.partition
-        # Not awaited: Faust flushes the producer before it commits the input offsets.
-        delivery = await producer.send(changelog, encoded, key=key, partition=partition)
+        # Not awaited here: the next batch goes on meanwhile, and the input offset is
+        # committed only once this is acknowledged (offsets.py).
+        delivery: asyncio.Future[Any] = await producer.send(changelog, encoded, key=key, partition=partition)
         delivery.add_done_callback(self._persisted)
         self.stored(partition, write.before, write.state)
+        return delivery
 
     def _persisted(self, delivery: asyncio.Future[Any]) -> None:
         # What lets a RocksDB store start from its own data rather than the whole
@@ -134,7 +151,7 @@ class Writer:
         except Exception:
             log.exception("could not record the changelog offset")
 
-    async def _dead_letter(self, producer: Any, write: Write, error: str) -> None:
+    async def _dead_letter(self, producer: Any, write: Write, error: str) -> bool:
         letter = rejected(
             write.source, b"", write.iccid, "internal_error", f"outputs not sent: {error}", "error"
         )
@@ -147,5 +164,6 @@ class Writer:
             )
         except Exception:
             log.exception("dead letter for %s[%s]@%s not sent either", *write.source)
-            return
+            return False
         self.observe(DEADLETTER, value)
+        return True

@@ -39,6 +39,17 @@ def get(port: int, path: str, authorization: str | None = None) -> tuple[int, An
         return status, body.decode()
 
 
+async def get_once_stored(port: int, path: str, stored: Callable[[Any], bool]) -> tuple[int, Any]:
+    """The state is stored only once the outputs are acknowledged (writer.py), so a
+    reader that has just seen a command may be a moment early: ask again for a while."""
+    deadline = time.monotonic() + 10
+    status, body = get(port, path)
+    while not stored(body) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        status, body = get(port, path)
+    return status, body
+
+
 def scrape(port: int) -> dict[str, float]:
     """Prometheus text -> {'name{labels}': value}."""
     status, text = get(port, "/metrics")
@@ -91,7 +102,7 @@ async def test_sim_state_health_readiness_and_metrics(
         await out.wait_for(lambda _: len(out.of("commands")) == 1 and len(out.of("deadletter")) == 1)
     finally:
         await out.consumer.stop()
-    status, body = get(port, f"/sims/{sim.lower()}")
+    status, body = await get_once_stored(port, f"/sims/{sim}", lambda b: b.get("status") == "suspended")
     assert status == 200
     assert (body["iccid"], body["status"], body["reasons"]) == (sim, "suspended", ["quota"])
     assert (body["used_bytes"], body["remaining_bytes"]) == (1100, 0)

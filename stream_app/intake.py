@@ -1,0 +1,206 @@
+"""From the events Faust delivers to the batches the worker applies: each offset once, in order.
+
+Faust hands an agent batches of events; this module checks them against the offset
+ledger (offsets.py) before they are applied:
+
+* offsets below the partition's cursor were already taken by an earlier batch (Faust
+  delivers some again after a seek); they are not applied twice;
+* offsets that run on from the cursor are applied as delivered;
+* when an offset is missing between the cursor and what was delivered (Faust dropped
+  it, or it holds a transaction marker), the whole range is read again from the broker
+  (gaps.py) and applied from there, in chunks, so a SIM's input is applied in offset
+  order and nothing is skipped.
+
+Faust also fetches some messages and never delivers them, after a rebalance; when no
+later message comes for that partition, no batch shows the gap. So on every tick the
+worker also looks at its partitions: one whose cursor has not moved for ``IDLE_CHECKS``
+ticks while the broker holds more is read from the broker the same way.
+
+Each applied batch takes a ticket that completes when its outputs, dead letters and
+changelog records are acknowledged; only then may the offsets be committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from .batch import Incoming
+from .gaps import GapReader
+from .offsets import Ledger, Partition, Ticket
+from .pipeline import Source
+from .writer import Written
+
+log = logging.getLogger(__name__)
+
+Apply = Callable[[str, list[Incoming]], Awaitable[Written]]
+
+IDLE_CHECKS = 2
+"""Ticks in a row a partition's cursor must stand behind its end before it is read back."""
+
+
+def incoming(event: Any) -> Incoming:
+    message = event.message
+    return Incoming(
+        Source(message.topic, message.partition, message.offset),
+        event.value,
+        event.key if event.key is not None else b"",  # no key: key_mismatch
+        message.timestamp,
+        event,
+    )
+
+
+class Intake:
+    def __init__(
+        self, ledger: Ledger, gaps: GapReader, apply: Apply, read_back: Callable[[str, int], None]
+    ) -> None:
+        self.ledger = ledger
+        self.gaps = gaps
+        self.apply = apply
+        self.read_back = read_back
+        """Told the topic and number of messages read back from the broker."""
+        self._settling: set[asyncio.Future[Any]] = set()
+        self._idle: dict[Partition, tuple[int, int, int]] = {}
+        """Per partition: the generation and cursor last seen, and for how many checks."""
+
+    async def take(self, logical: str, events: list[Any]) -> None:
+        """Apply a batch of one topic's events (the caller holds the state lock)."""
+        generation = self.ledger.generation
+        ready: list[Incoming] = []
+        tickets: list[tuple[Partition, int]] = []
+        for partition, delivered in _by_partition(events).items():
+            if not await self._begun(partition, generation):
+                continue  # a rebalance came: the partition's next owner reads it again
+            plan = self.ledger.plan(partition, (e.message.offset for e in delivered))
+            if plan is None or not plan.fresh:
+                continue
+            if plan.contiguous:
+                by_offset = {e.message.offset: e for e in delivered}
+                ready += [incoming(by_offset[offset]) for offset in plan.fresh]
+                tickets.append((partition, plan.fresh[-1] + 1))
+            else:
+                last = plan.fresh[-1]
+                await self._fill(logical, partition, last, delivered[0], generation, "not delivered")
+        if ready:
+            await self._apply(logical, ready, tickets, generation)
+
+    async def check_idle(
+        self, partitions: Iterable[tuple[str, Partition]], ends: Callable[[Partition], int | None], ref: Any
+    ) -> None:
+        """Read back what Faust holds and never delivers (the caller holds the state lock).
+
+        ``ends``: the end offset the worker's consumer last saw for a partition (None
+        when unknown); ``ref``: an event of the same partition number.
+        """
+        generation = self.ledger.generation
+        for logical, partition in partitions:
+            end = ends(partition)
+            if end is None or not await self._begun(partition, generation):
+                continue
+            cursor = self.ledger.cursor(partition)
+            seen_generation, seen_cursor, checks = self._idle.get(partition, (-1, -1, 0))
+            checks = checks + 1 if (seen_generation, seen_cursor) == (generation, cursor) else 0
+            self._idle[partition] = (generation, cursor, checks)
+            if cursor < end and checks >= IDLE_CHECKS:
+                await self._fill(logical, partition, end - 1, ref, generation, "idle")
+
+    async def begin_tick(self, event: Any) -> Ticket:
+        """A tick's ticket: ticks are idempotent, so missing ones are not read back."""
+        generation = self.ledger.generation
+        message = event.message
+        partition = Partition(message.topic, message.partition)
+        self.ledger.begin(partition, message.offset, generation)
+        return self.ledger.ticket(partition, message.offset + 1, generation)
+
+    def settle(self, tickets: list[Ticket], written: Iterable[Written]) -> None:
+        """Complete the tickets once every write's deliveries are acknowledged."""
+        written = list(written)
+        if any(w.unrecorded for w in written):
+            self._done(tickets, False)
+            return
+        deliveries = [d for w in written for d in w.deliveries]
+        if not deliveries:
+            self._done(tickets, True)
+            return
+        gathered = asyncio.gather(*deliveries, return_exceptions=True)
+        self._settling.add(gathered)
+
+        def acknowledged(future: asyncio.Future[list[Any]]) -> None:
+            self._settling.discard(future)
+            ok = not future.cancelled() and not any(isinstance(r, BaseException) for r in future.result())
+            self._done(tickets, ok)
+
+        gathered.add_done_callback(acknowledged)
+
+    def _done(self, tickets: list[Ticket], ok: bool) -> None:
+        for ticket in tickets:
+            self.ledger.done(ticket, ok)
+        if not ok:
+            log.error(
+                "writes of %s not acknowledged: their offsets stay uncommitted until a restart",
+                ", ".join(f"{t.partition.topic}[{t.partition.partition}]<{t.upto}" for t in tickets),
+            )
+
+    async def _begun(self, partition: Partition, generation: int) -> bool:
+        if self.ledger.frontier(partition) is None:
+            self.ledger.begin(partition, await self.gaps.start_offset(partition), generation)
+        return self.ledger.frontier(partition) is not None
+
+    async def _fill(
+        self, logical: str, partition: Partition, last: int, ref: Any, generation: int, why: str
+    ) -> None:
+        first = self.ledger.cursor(partition)
+        log.warning(
+            "%s[%d]: offsets %d..%d %s; reading them from the broker",
+            partition.topic,
+            partition.partition,
+            first,
+            last,
+            "not delivered in order" if why == "not delivered" else "held back, no progress",
+        )
+        try:
+            await self._read_and_apply(logical, partition, first, last, ref, generation)
+        except Exception:
+            # The cursor stays where the read stopped: the next batch or check of this
+            # partition reads from there again (and a restart would too).
+            log.exception("%s[%d]: reading from %d failed", partition.topic, partition.partition, first)
+
+    async def _read_and_apply(
+        self, logical: str, partition: Partition, first: int, last: int, ref: Any, generation: int
+    ) -> None:
+        async for records in self.gaps.read(partition, first, last):
+            batch = [
+                Incoming(
+                    Source(partition.topic, partition.partition, r.offset),
+                    r.value,
+                    r.key if r.key is not None else b"",
+                    r.timestamp / 1000,
+                    ref,  # an event of the same partition: routes the SIMs' state
+                )
+                for r in records
+            ]
+            self.read_back(partition.topic, len(batch))
+            await self._apply(logical, batch, [(partition, records[-1].offset + 1)], generation)
+        # Offsets left at the end held no record (transaction markers): done as well.
+        self._done([self.ledger.ticket(partition, last + 1, generation)], True)
+
+    async def _apply(
+        self, logical: str, batch: list[Incoming], upto: list[tuple[Partition, int]], generation: int
+    ) -> None:
+        tickets = [self.ledger.ticket(partition, offset, generation) for partition, offset in upto]
+        try:
+            written = await self.apply(logical, batch)
+        except BaseException:
+            self._done(tickets, False)
+            raise
+        self.settle(tickets, [written])
+
+
+def _by_partition(events: list[Any]) -> dict[Partition, list[Any]]:
+    grouped: dict[Partition, list[Any]] = {}
+    for event in events:
+        message = event.message
+        grouped.setdefault(Partition(message.topic, message.partition), []).append(event)
+    return grouped

@@ -1,0 +1,169 @@
+"""The intake against a real broker: input Faust never delivered is read back, in order, once.
+
+Faust itself is left out: the events it would deliver are built by hand, so each case
+(a head never delivered, a hole, a partition held back, transaction markers, a
+committed offset) is exact rather than left to a race.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, NamedTuple
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.structs import OffsetAndMetadata
+
+from stream_app.batch import Incoming
+from stream_app.gaps import GapReader
+from stream_app.intake import IDLE_CHECKS, Intake
+from stream_app.offsets import Ledger, Partition
+from stream_app.settings import Settings
+from stream_app.writer import Written
+
+pytestmark = pytest.mark.integration
+
+
+class Message(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+    timestamp: float
+
+
+class Event(NamedTuple):
+    key: bytes
+    value: bytes
+    message: Message
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.applied: list[tuple[int, bytes | None, Any]] = []
+        self.read_back_total = 0
+
+    def read_back(self, topic: str, number: int) -> None:
+        self.read_back_total += number
+
+    async def __call__(self, logical: str, batch: list[Incoming]) -> Written:
+        assert logical == "usage"
+        self.applied += [(i.source.offset, i.raw, i.ref) for i in batch]
+        return Written([], [], 0)
+
+    def offsets(self) -> list[int]:
+        return [offset for offset, _raw, _ref in self.applied]
+
+
+async def topic_with(kafka: str, values: int, partition: int = 1) -> str:
+    topic = f"intake-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 2, 1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=kafka)
+    await producer.start()
+    try:
+        for n in range(values):
+            await producer.send(topic, b"v%d" % n, key=b"k", partition=partition)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return topic
+
+
+def event(topic: str, offset: int, partition: int = 1) -> Event:
+    return Event(b"k", b"v%d" % offset, Message(topic, partition, offset, 0.0))
+
+
+def intake_for(kafka: str, group: str) -> tuple[Intake, Ledger, Recorder]:
+    settings = Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": kafka, "STREAM_APP_ID": group})
+    ledger, recorder = Ledger(), Recorder()
+    return Intake(ledger, GapReader(settings, 7), recorder, recorder.read_back), ledger, recorder
+
+
+async def test_a_head_never_delivered_is_read_back_before_what_was(kafka: str) -> None:
+    topic = await topic_with(kafka, 40)
+    intake, ledger, recorder = intake_for(kafka, f"g-{uuid.uuid4().hex[:6]}")
+    partition = Partition(topic, 1)
+    try:
+        await intake.take("usage", [event(topic, o) for o in (30, 31, 32)])
+        assert recorder.offsets() == list(range(33))  # from the partition's start, in order
+        assert [raw for _o, raw, _ref in recorder.applied] == [b"v%d" % o for o in range(33)]
+        assert {ref.message.offset for _o, _raw, ref in recorder.applied[:30]} == {30}
+        await intake.take("usage", [event(topic, o) for o in (31, 32, 33, 35, 36)])  # 34 missing
+        assert recorder.offsets()[33:] == [33, 34, 35, 36]  # each once, the hole filled
+        await intake.take("usage", [event(topic, o) for o in (37, 38)])
+        assert recorder.offsets()[37:] == [37, 38]
+        assert ledger.frontier(partition) == 39
+        assert recorder.read_back_total == 33 + 4  # read back: each whole range up to what was delivered
+    finally:
+        await intake.gaps.stop()
+
+
+async def test_the_start_is_the_groups_committed_offset(kafka: str) -> None:
+    topic = await topic_with(kafka, 20)
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    committer = AIOKafkaConsumer(bootstrap_servers=kafka, group_id=group, enable_auto_commit=False)
+    await committer.start()
+    try:
+        committer.assign([TopicPartition(topic, 1)])
+        await committer.commit({TopicPartition(topic, 1): OffsetAndMetadata(12, "")})
+    finally:
+        await committer.stop()
+    intake, ledger, recorder = intake_for(kafka, group)
+    try:
+        await intake.take("usage", [event(topic, o) for o in (10, 11, 12, 13)])
+        assert recorder.offsets() == [12, 13]  # below the commit: done before, not again
+        await intake.take("usage", [event(topic, 15)])
+        assert recorder.offsets() == [12, 13, 14, 15]
+        assert ledger.committable({Partition(topic, 1): 12}, [Partition(topic, 1)]) == {
+            Partition(topic, 1): 16
+        }
+    finally:
+        await intake.gaps.stop()
+
+
+async def test_a_partition_held_back_is_read_after_idle_checks(kafka: str) -> None:
+    topic = await topic_with(kafka, 25)
+    intake, ledger, recorder = intake_for(kafka, f"g-{uuid.uuid4().hex[:6]}")
+    partition = Partition(topic, 1)
+    tick = event("ticks", 0)
+    try:
+        await intake.take("usage", [event(topic, o) for o in range(10)])
+        for _ in range(IDLE_CHECKS):  # the cursor has not moved yet for long enough
+            await intake.check_idle([("usage", partition)], lambda p: 25, tick)
+            assert recorder.offsets() == list(range(10))
+        await intake.check_idle([("usage", partition)], lambda p: 25, tick)
+        assert recorder.offsets() == list(range(25))
+        assert all(ref is tick for _o, _raw, ref in recorder.applied[10:])
+        await intake.take("usage", [event(topic, o) for o in range(10, 25)])  # delivered late
+        assert recorder.offsets() == list(range(25))
+        assert ledger.frontier(partition) == 25
+    finally:
+        await intake.gaps.stop()
+
+
+async def test_offsets_without_records_are_passed_over(kafka: str) -> None:
+    """Transaction markers take offsets: a gap of markers only is read, found empty, done."""
+    topic = await topic_with(kafka, 0)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka, transactional_id=f"tx-{uuid.uuid4().hex[:6]}")
+    await producer.start()
+    try:
+        for n in range(3):
+            async with producer.transaction():
+                await producer.send(topic, b"v%d" % n, key=b"k", partition=1)
+    finally:
+        await producer.stop()
+    # Records at 0, 2, 4 and a commit marker after each.
+    intake, ledger, recorder = intake_for(kafka, f"g-{uuid.uuid4().hex[:6]}")
+    try:
+        await intake.take("usage", [event(topic, 0)])
+        await intake.take("usage", [event(topic, 2)])
+        await intake.take("usage", [event(topic, 4)])
+        assert recorder.offsets() == [0, 2, 4]
+        assert ledger.frontier(Partition(topic, 1)) == 5
+    finally:
+        await intake.gaps.stop()
