@@ -1,4 +1,4 @@
-"""Short versions of `make chaos` (tests/integration/chaos.py): the real worker killed
+"""Short versions of `make chaos` (tests/integration/chaos/): the real worker killed
 with SIGKILL, and cut off by a broker restart, then every SIM's monthly totals and the
 commands compared with the ground truth. The failover scenario runs only in `make
 chaos`: Faust's commit stall after a rebalance (README "Reliability") makes its short
