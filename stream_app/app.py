@@ -121,6 +121,8 @@ class Worker:
             GapReader(settings, BATCH_SIZE),
             self._decide_and_apply,
             lambda topic, number: self.metrics.read_back.labels(topic).inc(number),
+            interrupted=lambda: bool(self.app.rebalancing),
+            idle_after=2 * settings.tick_interval.total_seconds(),
         )
         committer.install(self.app, self.ledger, [settings.topic(logical) for logical in (*INPUTS, TICKS)])
         self._install()
@@ -287,14 +289,24 @@ class Worker:
                     await self._sweep(event.message.partition, event, written)
                 finally:
                     self.intake.settle([ticket], written)
-                await self.intake.check_idle(self._inputs(event.message.partition), self._end, event)
+                await self.intake.check_idle(self._inputs(event.message.partition), self._read_upto, event)
 
     def _inputs(self, partition: int) -> list[tuple[str, Partition]]:
         return [(logical, Partition(self.settings.topic(logical), partition)) for logical in INPUTS]
 
-    def _end(self, partition: Partition) -> int | None:
-        end: int | None = self.app.consumer.highwater(TP(partition.topic, partition.partition))
-        return end
+    def _read_upto(self, partition: Partition) -> int | None:
+        """The offset after the last one Faust's consumer has read from the partition.
+
+        Faust keeps the last offset read, but after a seek the next one to read, so the
+        partition's end bounds it: a quiet partition is never taken for held back.
+        """
+        tp = TP(partition.topic, partition.partition)
+        consumer: Any = self.app.consumer
+        read: int | None = consumer._read_offset.get(tp)
+        end: int | None = consumer.highwater(tp)
+        if read is None or end is None:
+            return None
+        return min(read + 1, end)
 
     async def _sweep(self, partition: int, event: Any, written: list[Written]) -> None:
         """Roll forward the partition's SIMs that are due (month starts, expiries...)."""

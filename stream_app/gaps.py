@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -24,17 +24,23 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-READ_TIMEOUT = 60.0
-"""Seconds a gap may take to read before the batch fails and is tried again."""
+READ_TIMEOUT = 20.0
+"""Seconds a read may take; well below Faust's 60 s rebalance timeout, since the agent
+holding the state lock meanwhile keeps the worker from taking part in a rebalance."""
 
 
 class GapReader:
     def __init__(self, settings: Settings, chunk: int) -> None:
         self.settings = settings
         self.chunk = chunk
+        self.reached = 0
+        """After a read: the first offset it did not cover (its ``last`` + 1 when complete)."""
         self._consumer: AIOKafkaConsumer | None = None
+        self._stopped = False
 
     async def _started(self) -> AIOKafkaConsumer:
+        if self._stopped:
+            raise RuntimeError("the worker is shutting down")
         if self._consumer is None:
             consumer = AIOKafkaConsumer(
                 **self.settings.kafka_options(),
@@ -45,11 +51,16 @@ class GapReader:
                 auto_offset_reset="earliest",
                 max_poll_records=self.chunk,
             )
-            await consumer.start()
+            try:
+                await consumer.start()
+            except BaseException:
+                await consumer.stop()
+                raise
             self._consumer = consumer
         return self._consumer
 
     async def stop(self) -> None:
+        self._stopped = True
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
             await consumer.stop()
@@ -64,21 +75,24 @@ class GapReader:
         beginning = await consumer.beginning_offsets([tp])
         return int(beginning[tp])
 
-    async def read(self, partition: Partition, first: int, last: int) -> AsyncIterator[list[Any]]:
+    async def read(self, partition: Partition, first: int, last: int) -> AsyncGenerator[list[Any], None]:
         """Yield the records at offsets first..last in order, in lists of at most ``chunk``.
 
-        Offsets past the partition's end are not waited for.
+        Offsets past the partition's end are not waited for: ``reached`` then says where
+        the read stopped. Use it under ``contextlib.aclosing`` so an abandoned read
+        releases its partition at once.
         """
         consumer = await self._started()
         tp = TopicPartition(*partition)
+        self.reached = first
         consumer.assign([tp])
-        end = (await consumer.end_offsets([tp]))[tp]
-        last = min(last, end - 1)
-        if first > last:
-            return
-        consumer.seek(tp, first)
-        deadline = time.monotonic() + READ_TIMEOUT
         try:
+            end = (await consumer.end_offsets([tp]))[tp]
+            last = min(last, end - 1)
+            if first > last:
+                return
+            consumer.seek(tp, first)
+            deadline = time.monotonic() + READ_TIMEOUT
             while await consumer.position(tp) <= last:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"reading {partition.topic}[{partition.partition}] {first}..{last}")
@@ -87,6 +101,7 @@ class GapReader:
                 if records:
                     yield records
                 await asyncio.sleep(0)
+            self.reached = last + 1
         finally:
             # Stops the prefetch at the partition's end, which would hold the next read
             # behind a long-poll.

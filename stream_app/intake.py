@@ -13,8 +13,13 @@ ledger (offsets.py) before they are applied:
 
 Faust also fetches some messages and never delivers them, after a rebalance; when no
 later message comes for that partition, no batch shows the gap. So on every tick the
-worker also looks at its partitions: one whose cursor has not moved for ``IDLE_CHECKS``
-ticks while the broker holds more is read from the broker the same way.
+worker also looks at its partitions: one whose cursor has stood for ``idle_after``
+seconds behind what Faust's consumer has already read is read from the broker the same
+way.
+
+Reading back holds the state lock, and a worker holding it cannot take part in a
+rebalance (Faust waits for the event in hand): a read stops between chunks as soon as a
+rebalance starts, and goes on from where it stopped afterwards if the partition stays.
 
 Each applied batch takes a ticket that completes when its outputs, dead letters and
 changelog records are acknowledged; only then may the offsets be committed.
@@ -23,7 +28,9 @@ changelog records are acknowledged; only then may the offsets be committed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -36,9 +43,6 @@ from .writer import Written
 log = logging.getLogger(__name__)
 
 Apply = Callable[[str, list[Incoming]], Awaitable[Written]]
-
-IDLE_CHECKS = 2
-"""Ticks in a row a partition's cursor must stand behind its end before it is read back."""
 
 
 def incoming(event: Any) -> Incoming:
@@ -54,16 +58,27 @@ def incoming(event: Any) -> Incoming:
 
 class Intake:
     def __init__(
-        self, ledger: Ledger, gaps: GapReader, apply: Apply, read_back: Callable[[str, int], None]
+        self,
+        ledger: Ledger,
+        gaps: GapReader,
+        apply: Apply,
+        read_back: Callable[[str, int], None],
+        interrupted: Callable[[], bool] = lambda: False,
+        idle_after: float = 20.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ledger = ledger
         self.gaps = gaps
         self.apply = apply
         self.read_back = read_back
         """Told the topic and number of messages read back from the broker."""
+        self.interrupted = interrupted
+        """True while a rebalance is under way: a read back stops between chunks."""
+        self.idle_after = idle_after
+        self.monotonic = monotonic
         self._settling: set[asyncio.Future[Any]] = set()
-        self._idle: dict[Partition, tuple[int, int, int]] = {}
-        """Per partition: the generation and cursor last seen, and for how many checks."""
+        self._idle: dict[Partition, tuple[int, int, float]] = {}
+        """Per partition: the generation and cursor last seen, and since when."""
 
     async def take(self, logical: str, events: list[Any]) -> None:
         """Apply a batch of one topic's events (the caller holds the state lock)."""
@@ -72,7 +87,10 @@ class Intake:
         tickets: list[tuple[Partition, int]] = []
         for partition, delivered in _by_partition(events).items():
             if not await self._begun(partition, generation):
-                continue  # a rebalance came: the partition's next owner reads it again
+                # A rebalance came (the partition's next owner reads it again), or the
+                # start could not be read: the next batch or idle check reads back from
+                # the committed offset.
+                continue
             plan = self.ledger.plan(partition, (e.message.offset for e in delivered))
             if plan is None or not plan.fresh:
                 continue
@@ -87,24 +105,28 @@ class Intake:
             await self._apply(logical, ready, tickets, generation)
 
     async def check_idle(
-        self, partitions: Iterable[tuple[str, Partition]], ends: Callable[[Partition], int | None], ref: Any
+        self, partitions: Iterable[tuple[str, Partition]], read: Callable[[Partition], int | None], ref: Any
     ) -> None:
         """Read back what Faust holds and never delivers (the caller holds the state lock).
 
-        ``ends``: the end offset the worker's consumer last saw for a partition (None
-        when unknown); ``ref``: an event of the same partition number.
+        ``read``: the offset after the last one the worker's consumer has read from the
+        partition (None when unknown); ``ref``: an event of the same partition number.
         """
         generation = self.ledger.generation
+        now = self.monotonic()
         for logical, partition in partitions:
-            end = ends(partition)
-            if end is None or not await self._begun(partition, generation):
+            try:
+                upto = read(partition)
+            except Exception:  # not assigned after all (a rebalance under way)
+                continue
+            if upto is None or not await self._begun(partition, generation):
                 continue
             cursor = self.ledger.cursor(partition)
-            seen_generation, seen_cursor, checks = self._idle.get(partition, (-1, -1, 0))
-            checks = checks + 1 if (seen_generation, seen_cursor) == (generation, cursor) else 0
-            self._idle[partition] = (generation, cursor, checks)
-            if cursor < end and checks >= IDLE_CHECKS:
-                await self._fill(logical, partition, end - 1, ref, generation, "idle")
+            seen_generation, seen_cursor, since = self._idle.get(partition, (-1, -1, now))
+            if (seen_generation, seen_cursor) != (generation, cursor) or cursor >= upto:
+                self._idle[partition] = (generation, cursor, now)
+            elif now - since >= self.idle_after:
+                await self._fill(logical, partition, upto - 1, ref, generation, "idle")
 
     async def begin_tick(self, event: Any) -> Ticket:
         """A tick's ticket: ticks are idempotent, so missing ones are not read back."""
@@ -145,7 +167,12 @@ class Intake:
 
     async def _begun(self, partition: Partition, generation: int) -> bool:
         if self.ledger.frontier(partition) is None:
-            self.ledger.begin(partition, await self.gaps.start_offset(partition), generation)
+            try:
+                start = await self.gaps.start_offset(partition)
+            except Exception:
+                log.exception("%s[%d]: committed offset not read", partition.topic, partition.partition)
+                return False
+            self.ledger.begin(partition, start, generation)
         return self.ledger.frontier(partition) is not None
 
     async def _fill(
@@ -170,21 +197,31 @@ class Intake:
     async def _read_and_apply(
         self, logical: str, partition: Partition, first: int, last: int, ref: Any, generation: int
     ) -> None:
-        async for records in self.gaps.read(partition, first, last):
-            batch = [
-                Incoming(
-                    Source(partition.topic, partition.partition, r.offset),
-                    r.value,
-                    r.key if r.key is not None else b"",
-                    r.timestamp / 1000,
-                    ref,  # an event of the same partition: routes the SIMs' state
-                )
-                for r in records
-            ]
-            self.read_back(partition.topic, len(batch))
-            await self._apply(logical, batch, [(partition, records[-1].offset + 1)], generation)
+        reader = self.gaps
+        async with contextlib.aclosing(reader.read(partition, first, last)) as chunks:
+            async for records in chunks:
+                if self.interrupted() or generation != self.ledger.generation:
+                    log.info("%s[%d]: reading back paused for a rebalance", *partition)
+                    return
+                await self._apply_read(logical, partition, records, ref, generation)
         # Offsets left at the end held no record (transaction markers): done as well.
-        self._done([self.ledger.ticket(partition, last + 1, generation)], True)
+        self._done([self.ledger.ticket(partition, reader.reached, generation)], True)
+
+    async def _apply_read(
+        self, logical: str, partition: Partition, records: list[Any], ref: Any, generation: int
+    ) -> None:
+        batch = [
+            Incoming(
+                Source(partition.topic, partition.partition, r.offset),
+                r.value,
+                r.key if r.key is not None else b"",
+                r.timestamp / 1000,
+                ref,  # an event of the same partition: routes the SIMs' state
+            )
+            for r in records
+        ]
+        self.read_back(partition.topic, len(batch))
+        await self._apply(logical, batch, [(partition, records[-1].offset + 1)], generation)
 
     async def _apply(
         self, logical: str, batch: list[Incoming], upto: list[tuple[Partition, int]], generation: int

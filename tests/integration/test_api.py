@@ -102,7 +102,9 @@ async def test_sim_state_health_readiness_and_metrics(
         await out.wait_for(lambda _: len(out.of("commands")) == 1 and len(out.of("deadletter")) == 1)
     finally:
         await out.consumer.stop()
-    status, body = await get_once_stored(port, f"/sims/{sim}", lambda b: b.get("status") == "suspended")
+    status, body = await get_once_stored(
+        port, f"/sims/{sim.lower()}", lambda b: b.get("status") == "suspended"
+    )
     assert status == 200
     assert (body["iccid"], body["status"], body["reasons"]) == (sim, "suspended", ["quota"])
     assert (body["used_bytes"], body["remaining_bytes"]) == (1100, 0)

@@ -28,6 +28,25 @@ def test_the_replaced_methods_keep_faust_0_15_signatures() -> None:
     assert "_filter_committable_offsets(tps)" in inspect.getsource(FaustConsumer._commit_tps).replace(
         "self.", ""
     )
+    assert "_filter_tps_with_pending_acks(topics)" in inspect.getsource(FaustConsumer.force_commit).replace(
+        "self.", ""
+    )
+
+
+def test_the_worker_s_consumer_commits_the_ledger() -> None:
+    from stream_app.app import Worker
+    from stream_app.settings import Settings
+
+    worker = Worker(Settings.from_env({}))
+    consumer = worker.app.consumer  # created, not started: no broker needed
+    assert isinstance(consumer, AIOKafkaConsumer)
+    assert type(consumer)._filter_committable_offsets is not FaustConsumer._filter_committable_offsets
+    ledger = worker.ledger
+    usage = Partition(worker.settings.topic("usage"), 0)
+    ledger.begin(usage, 0, ledger.generation)
+    ledger.done(ledger.ticket(usage, 7, ledger.generation), True)
+    consumer.assignment = lambda: {TP(*usage)}  # type: ignore[method-assign]
+    assert consumer._filter_committable_offsets(consumer._filter_tps_with_pending_acks()) == {TP(*usage): 7}
 
 
 class FakeConsumer:
