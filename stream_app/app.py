@@ -115,6 +115,8 @@ class Worker:
             self._observe,
             self.books.record,
         )
+        for logical in INPUTS:  # exported at 0 from the start, so a dashboard shows a line
+            self.metrics.read_back.labels(settings.topic(logical))
         self.ledger = Ledger()
         self.intake = Intake(
             self.ledger,
