@@ -270,9 +270,11 @@ async def switch_clocks(crew: Crew, scenario: Scenario) -> None:
     """Kill every worker and restart it on a clock ``lead`` seconds before the month
     start, one at a time (with two workers each kill is a failover)."""
     # A restart's recovery grows with the changelog: leave time for every worker to be
-    # back before 00:00, so that a running worker crosses it, not one catching up.
+    # back before 00:00, so that a running worker crosses it, not one catching up. Twice
+    # the slowest start so far: the next one recovers a longer changelog, and after a
+    # broker restart one start took longer than the slowest plus 8 s.
     slowest = max((t for slot in crew.slots for t in slot.start_seconds), default=0.0)
-    lead = max(scenario.lead, scenario.workers * slowest + 8)
+    lead = max(scenario.lead, scenario.workers * 2 * slowest + 10)
     clock = simulated_clock(BOUNDARY - timedelta(seconds=lead), 1, time.time())
     for n, slot in enumerate(crew.slots):
         slot.clock = clock
