@@ -8,7 +8,7 @@ committed offset) is exact rather than left to a race.
 from __future__ import annotations
 
 import uuid
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -22,20 +22,9 @@ from stream_app.offsets import Ledger, Partition
 from stream_app.settings import Settings
 from stream_app.writer import Written
 
+from ..unit.test_intake import Event, Message
+
 pytestmark = pytest.mark.integration
-
-
-class Message(NamedTuple):
-    topic: str
-    partition: int
-    offset: int
-    timestamp: float
-
-
-class Event(NamedTuple):
-    key: bytes
-    value: bytes
-    message: Message
 
 
 class Recorder:

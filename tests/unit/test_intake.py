@@ -23,6 +23,8 @@ P = Partition(TOPIC, 0)
 
 
 class Message(NamedTuple):
+    """The fields of Faust's message the intake reads (also used by the broker tests)."""
+
     topic: str
     partition: int
     offset: int
