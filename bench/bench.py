@@ -36,16 +36,16 @@ sys.path.insert(0, str(ROOT))
 from aiokafka.partitioner import DefaultPartitioner  # noqa: E402
 
 from stream_app import codec  # noqa: E402
-from stream_app.admin import ensure_topics  # noqa: E402
-from stream_app.app import TABLE  # noqa: E402
 from stream_app.domain import Policy, new_state  # noqa: E402
 from stream_app.domain.engine import apply_input  # noqa: E402
 from stream_app.domain.timeutil import format_time, parse_time  # noqa: E402
-from stream_app.localbroker import LocalBroker, free_port  # noqa: E402
 from stream_app.pipeline import validate  # noqa: E402
-from stream_app.replay import replay_lines  # noqa: E402
 from stream_app.settings import Settings  # noqa: E402
+from stream_app.tools.admin import ensure_topics  # noqa: E402
+from stream_app.tools.localbroker import LocalBroker, free_port  # noqa: E402
+from stream_app.tools.replay import replay_lines  # noqa: E402
 from stream_app.topics import REGISTRY, env_name  # noqa: E402
+from stream_app.worker.app import TABLE  # noqa: E402
 
 PARTITIONS = 8
 # Records span the month start in Shanghai; the worker's simulated clock stands after them.

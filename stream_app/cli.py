@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from .settings import Settings, SettingsError
 
 if TYPE_CHECKING:
-    from .feed import FeedOptions
+    from .tools.feed import FeedOptions
 
 
 def _add_feed_options(parser: argparse.ArgumentParser, rate: float) -> None:
@@ -24,7 +24,7 @@ def _add_feed_options(parser: argparse.ArgumentParser, rate: float) -> None:
 
 
 def _feed_options(args: argparse.Namespace, duration: float | None, records: int | None) -> FeedOptions:
-    from .feed import FeedOptions
+    from .tools.feed import FeedOptions
 
     return FeedOptions(
         sims=args.sims,
@@ -69,12 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     if args.command == "worker":
-        from .app import run_worker
+        from .worker.app import run_worker
 
         run_worker(settings)
         return 0
     if args.command == "replay":
-        from .replay import run
+        from .tools.replay import run
 
         if args.file == "-":
             run(settings, sys.stdin.buffer, sys.stdout.buffer)
@@ -91,20 +91,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.command}: {exc}", file=sys.stderr)
             return 2
         if args.command == "feed":
-            from .feed import run_console
+            from .tools.feed import run_console
 
             return run_console(settings, options)
-        from .demo import run_demo
+        from .tools.demo import run_demo
 
         try:
             return asyncio.run(run_demo(settings, options, args.duration))
         except KeyboardInterrupt:
             return 0
     if args.command == "sim":
-        from .simview import show
+        from .ops.simview import show
 
         return show(settings, args.iccid)
-    from .admin import ensure_topics
+    from .tools.admin import ensure_topics
 
     created = asyncio.run(ensure_topics(settings))
     print(f"topics created: {', '.join(created) or 'none (all exist)'}")
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _broker(action: str) -> int:
-    from .localbroker import BrokerError, LocalBroker
+    from .tools.localbroker import BrokerError, LocalBroker
 
     broker = LocalBroker.from_env()
     try:

@@ -1,6 +1,6 @@
 """One real Kafka broker per test session; workers run as real processes.
 
-The broker is the project's own (stream_app.localbroker), on free ports in a temporary
+The broker is the project's own (stream_app.tools.localbroker), on free ports in a temporary
 folder, so a broker left running by `make run` is never touched. Nothing is skipped:
 without jars, Maven collects them first.
 """
@@ -27,10 +27,10 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from stream_app.admin import ensure_topics
 from stream_app.domain.timeutil import format_time
-from stream_app.localbroker import BrokerError, LocalBroker, free_port
 from stream_app.settings import Settings
+from stream_app.tools.admin import ensure_topics
+from stream_app.tools.localbroker import BrokerError, LocalBroker, free_port
 from stream_app.topics import REGISTRY, env_name
 
 ROOT = Path(__file__).resolve().parents[2]

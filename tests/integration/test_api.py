@@ -15,7 +15,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from stream_app.localbroker import free_port
+from stream_app.tools.localbroker import free_port
 
 from .conftest import WorkerProcess, outputs_for, send, wait_known, worker_env
 from .test_worker import iccid, subscription, usage

@@ -12,7 +12,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from stream_app.localbroker import LocalBroker, free_port, serving
+from stream_app.tools.localbroker import LocalBroker, free_port, serving
 
 pytestmark = pytest.mark.integration
 
@@ -124,7 +124,7 @@ def test_a_cluster_id_starting_with_a_dash_still_formats(tmp_path: Path, kafka_j
         home=tmp_path / "kafka", port=free_port(), controller_port=free_port(), libs=kafka_jars
     )
     try:
-        with mock.patch("stream_app.localbroker.uuid.uuid4", return_value=dashed):
+        with mock.patch("stream_app.tools.localbroker.uuid.uuid4", return_value=dashed):
             assert serving(broker.start(), timeout=5)
     finally:
         broker.stop()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from stream_app.localbroker import LocalBroker, free_port
+from stream_app.tools.localbroker import LocalBroker, free_port
 
 from .chaos import Result, Scenario, report, run_scenario
 

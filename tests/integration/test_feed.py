@@ -14,8 +14,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream_app.domain import InvalidInput
-from stream_app.feed import FeedOptions, fleet
 from stream_app.pipeline import parse
+from stream_app.tools.feed import FeedOptions, fleet
 
 from .conftest import WorkerProcess, outputs_for, worker_env
 

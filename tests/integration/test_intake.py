@@ -15,12 +15,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import OffsetAndMetadata
 
-from stream_app.batch import Incoming
-from stream_app.gaps import GapReader
-from stream_app.intake import Intake
-from stream_app.offsets import Ledger, Partition
 from stream_app.settings import Settings
-from stream_app.writer import Written
+from stream_app.worker.batch import Incoming
+from stream_app.worker.gaps import GapReader
+from stream_app.worker.intake import Intake
+from stream_app.worker.offsets import Ledger, Partition
+from stream_app.worker.writer import Written
 
 from ..unit.test_intake import Event, Message
 

@@ -14,9 +14,9 @@ from typing import NamedTuple
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from stream_app.admin import ensure_topics
-from stream_app.localbroker import LocalBroker, free_port
 from stream_app.settings import Settings
+from stream_app.tools.admin import ensure_topics
+from stream_app.tools.localbroker import LocalBroker, free_port
 
 from .conftest import WorkerProcess, outputs_for, send, worker_env
 from .test_worker import iccid, subscription, usage

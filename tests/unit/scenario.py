@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 
 from stream_app.domain.timeutil import format_time, parse_time
-from stream_app.replay import replay_lines
 from stream_app.settings import Settings
+from stream_app.tools.replay import replay_lines
 
 ICCID = "89860012345678901234"
 OTHER = "898602B9201650109563"

@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream_app import codec
-from stream_app.batch import Incoming, decide_batch
 from stream_app.domain import Policy, SimState, apply_subscription, new_state, subscription
 from stream_app.domain.timeutil import format_time
 from stream_app.pipeline import Source, decide
+from stream_app.worker.batch import Incoming, decide_batch
 
 from .scenario import GB, ICCID, OTHER, subscription_msg, t
 

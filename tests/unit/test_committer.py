@@ -10,8 +10,8 @@ from faust.transport.consumer import Consumer as FaustConsumer
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP
 
-from stream_app.committer import ledger_consumer
-from stream_app.offsets import Ledger, Partition
+from stream_app.worker.committer import ledger_consumer
+from stream_app.worker.offsets import Ledger, Partition
 
 
 def test_the_replaced_methods_keep_faust_0_15_signatures() -> None:
@@ -34,8 +34,8 @@ def test_the_replaced_methods_keep_faust_0_15_signatures() -> None:
 
 
 def test_the_worker_s_consumer_commits_the_ledger() -> None:
-    from stream_app.app import Worker
     from stream_app.settings import Settings
+    from stream_app.worker.app import Worker
 
     worker = Worker(Settings.from_env({}))
     consumer = worker.app.consumer  # created, not started: no broker needed

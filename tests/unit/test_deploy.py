@@ -2,7 +2,7 @@
 
 * The Grafana dashboard has the structure Grafana needs, uses the provisioned data
   source, parses as PromQL (``promtool check rules``) and names only metrics that
-  stream_app.metrics defines. ``dashboard_metric_names()`` is imported by
+  stream_app.worker.metrics defines. ``dashboard_metric_names()`` is imported by
   tests/integration/test_dashboard.py, which checks them against a live worker's /metrics.
 * docker-compose.yml validates against the Compose Specification schema (vendored by
   check-jsonschema) and its services, volumes, files and environment agree with each other,
@@ -34,8 +34,8 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from stream_app.metrics import Metrics
 from stream_app.settings import VARIABLES, Settings
+from stream_app.worker.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -10,7 +10,8 @@ import orjson
 import pytest
 
 from stream_app.domain import InvalidInput, subscription, usage_record
-from stream_app.feed import (
+from stream_app.pipeline import parse
+from stream_app.tools.feed import (
     FeedCounts,
     FeedOptions,
     Message,
@@ -20,7 +21,6 @@ from stream_app.feed import (
     records_to_quota,
     subscription_message,
 )
-from stream_app.pipeline import parse
 
 START = datetime(2026, 3, 31, 15, 58, 20, 250_000, tzinfo=UTC)
 MAX = 65536

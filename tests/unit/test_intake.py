@@ -13,10 +13,10 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from stream_app.batch import Incoming
-from stream_app.intake import Intake
-from stream_app.offsets import Ledger, Partition
-from stream_app.writer import Written
+from stream_app.worker.batch import Incoming
+from stream_app.worker.intake import Intake
+from stream_app.worker.offsets import Ledger, Partition
+from stream_app.worker.writer import Written
 
 TOPIC = "sim.usage"
 P = Partition(TOPIC, 0)

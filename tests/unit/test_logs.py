@@ -4,7 +4,7 @@ import logging
 
 import orjson
 
-from stream_app.logs import JsonFormatter, logging_config
+from stream_app.worker.logs import JsonFormatter, logging_config
 
 
 def test_json_logs_are_one_object_per_line_with_the_fields() -> None:
@@ -20,5 +20,5 @@ def test_text_logs_keep_fausts_format_and_json_installs_the_formatter() -> None:
     assert logging_config("text", "info") is None
     config = logging_config("json", "info")
     assert config is not None
-    assert config["formatters"]["json"]["()"] == "stream_app.logs.JsonFormatter"
+    assert config["formatters"]["json"]["()"] == "stream_app.worker.logs.JsonFormatter"
     assert config["root"]["handlers"] == ["stdout"]

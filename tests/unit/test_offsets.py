@@ -7,7 +7,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_app.offsets import Ledger, Partition
+from stream_app.worker.offsets import Ledger, Partition
 
 P = Partition("sim.usage", 3)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from stream_app.domain import Policy, apply_subscription, apply_usage, new_state, subscription, usage_record
-from stream_app.ownership import Books, summary
+from stream_app.worker.ownership import Books, summary
 
 from .scenario import GB, ICCID, OTHER, subscription_msg, t, usage_msg
 

@@ -30,8 +30,8 @@ from jsonschema import Draft202012Validator
 
 from stream_app import topics
 from stream_app.domain import InvalidInput, subscription, usage_record
-from stream_app.replay import replay_lines
 from stream_app.settings import Settings
+from stream_app.tools.replay import replay_lines
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 SCHEMA_BASE = "https://stream-app.local/schemas/"

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from stream_app.domain import Policy, apply_subscription, apply_usage, new_state, subscription, usage_record
 from stream_app.domain.describe import describe
-from stream_app.simview import render
+from stream_app.ops.simview import render
 
 from .scenario import GB, ICCID, subscription_msg, t, usage_msg
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from stream_app.localbroker import LocalBroker, free_port
+from stream_app.tools.localbroker import LocalBroker, free_port
 
 from .. import chaos as package
 from ..conftest import ROOT

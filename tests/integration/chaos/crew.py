@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stream_app.localbroker import free_port
+from stream_app.tools.localbroker import free_port
 
 from ..conftest import ROOT, WorkerProcess
 

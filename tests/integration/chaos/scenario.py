@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from stream_app.admin import ensure_topics
-from stream_app.localbroker import LocalBroker
 from stream_app.settings import Settings
+from stream_app.tools.admin import ensure_topics
+from stream_app.tools.localbroker import LocalBroker
 
 from ..conftest import simulated_clock, worker_env
 from .crew import Crew, check_worker_import, worker_pythonpath

@@ -29,12 +29,12 @@ from typing import Any, NamedTuple
 from faust.streams import _current_event
 from faust.types import TP
 
-from . import codec
-from .domain import SimState
-from .domain.outputs import Output
+from .. import codec
+from ..domain import SimState
+from ..domain.outputs import Output
+from ..pipeline import Source, rejected
+from ..topics import DEADLETTER
 from .ownership import Summary
-from .pipeline import Source, rejected
-from .topics import DEADLETTER
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from .settings import Settings
+from ..settings import Settings
 
 
 def _bytes(value: int | None) -> str:

@@ -34,7 +34,7 @@ def logging_config(log_format: str, level: str) -> dict[str, Any] | None:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"json": {"()": "stream_app.logs.JsonFormatter"}},
+        "formatters": {"json": {"()": "stream_app.worker.logs.JsonFormatter"}},
         "handlers": {
             "stdout": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}
         },

@@ -19,8 +19,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from ..settings import Settings
 from .offsets import Partition
-from .settings import Settings
 
 log = logging.getLogger(__name__)
 

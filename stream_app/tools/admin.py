@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from .settings import Settings
-from .topics import REGISTRY
+from ..settings import Settings
+from ..topics import REGISTRY
 
 
 async def ensure_topics(settings: Settings) -> list[str]:

@@ -23,11 +23,11 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from ..domain.timeutil import format_time, month_bounds, month_of, zone
+from ..settings import Settings
+from ..topics import REGISTRY, env_name
 from .admin import ensure_topics
-from .domain.timeutil import format_time, month_bounds, month_of, zone
 from .feed import FeedCounts, FeedOptions, fleet, run_feed
-from .settings import Settings
-from .topics import REGISTRY, env_name
 
 LEAD = timedelta(seconds=90)
 

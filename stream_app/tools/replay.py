@@ -16,14 +16,14 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from .domain import InvalidInput, Output, SimState, Subscription, UsageRecord, due_at, iccid_of
-from .domain.engine import Input
-from .domain.outputs import dead_letter
-from .domain.timeutil import TimeFormatError, parse_time
-from .pipeline import Decision, Source, apply, decide_tick, rejected, validate
-from .schedule import DueIndex
-from .settings import Settings
-from .topics import INPUTS
+from ..domain import InvalidInput, Output, SimState, Subscription, UsageRecord, due_at, iccid_of
+from ..domain.engine import Input
+from ..domain.outputs import dead_letter
+from ..domain.timeutil import TimeFormatError, parse_time
+from ..pipeline import Decision, Source, apply, decide_tick, rejected, validate
+from ..schedule import DueIndex
+from ..settings import Settings
+from ..topics import INPUTS
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

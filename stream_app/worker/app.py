@@ -1,6 +1,6 @@
 """The Faust app: thin agents that decode, call the engine, store state, send outputs.
 
-Design notes (see also ../shared/faust-notes.md):
+Design notes (docs/architecture.md has the whole flow):
 
 * Topics are consumed as raw bytes and parsed with orjson in pipeline.py; no
   faust.Record on the hot path.
@@ -36,18 +36,12 @@ from faust.streams import _current_event
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
-from . import codec, committer
-from .batch import Incoming, SimBatch, decide_batch
-from .domain import SimState, UsageRecord
-from .gaps import GapReader
-from .intake import Intake
-from .logs import logging_config
-from .metrics import Metrics
-from .offsets import Ledger, Partition
-from .ownership import Books, PartitionBook, Summary, summary
-from .pipeline import Decision, Source, decide_tick
-from .settings import Settings
-from .topics import (
+from .. import codec
+from ..domain import SimState, UsageRecord
+from ..ops.web import install_views
+from ..pipeline import Decision, Source, decide_tick
+from ..settings import Settings
+from ..topics import (
     ALERTS,
     BILLING,
     CHARGES,
@@ -60,6 +54,14 @@ from .topics import (
     TICKS,
     USAGE,
 )
+from . import committer
+from .batch import Incoming, SimBatch, decide_batch
+from .gaps import GapReader
+from .intake import Intake
+from .logs import logging_config
+from .metrics import Metrics
+from .offsets import Ledger, Partition
+from .ownership import Books, PartitionBook, Summary, summary
 from .writer import Write, Writer, Written
 
 log = logging.getLogger("stream_app")
@@ -389,8 +391,6 @@ class Worker:
         return owns and bool(app.tables.actives_ready) and not app.rebalancing
 
     def _install(self) -> None:
-        from .web import install_views
-
         app = self.app
         app.agent(self._topic(USAGE), name="usage")(self._input_agent(USAGE))
         for logical in (SUBSCRIPTIONS, BILLING, REQUESTS):

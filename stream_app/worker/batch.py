@@ -12,9 +12,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import NamedTuple
 
-from .domain import InvalidInput, Policy, SimState, new_state
-from .domain.engine import Input, apply_input
-from .pipeline import Decision, Source, apply, parse, rejected
+from ..domain import InvalidInput, Policy, SimState, new_state
+from ..domain.engine import Input, apply_input
+from ..pipeline import Decision, Source, apply, parse, rejected
 
 
 class Incoming(NamedTuple):

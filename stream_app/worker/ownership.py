@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from .domain import Policy, SimState, due_at
-from .schedule import DueIndex
+from ..domain import Policy, SimState, due_at
+from ..schedule import DueIndex
 
 
 class Summary(NamedTuple):

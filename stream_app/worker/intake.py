@@ -34,10 +34,10 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from ..pipeline import Source
 from .batch import Incoming
 from .gaps import GapReader
 from .offsets import Ledger, Partition, Ticket
-from .pipeline import Source
 from .writer import Written
 
 log = logging.getLogger(__name__)

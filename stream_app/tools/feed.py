@@ -38,9 +38,9 @@ from typing import Any, Literal, NamedTuple
 
 import orjson
 
-from .domain.timeutil import format_time
-from .settings import Settings
-from .topics import SUBSCRIPTIONS, USAGE
+from ..domain.timeutil import format_time
+from ..settings import Settings
+from ..topics import SUBSCRIPTIONS, USAGE
 
 Kind = Literal["subscription", "record", "duplicate", "bad"]
 

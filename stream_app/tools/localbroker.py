@@ -38,7 +38,7 @@ class BrokerError(RuntimeError):
 
 def _default_deploy_dir() -> Path:
     for candidate in (
-        Path(__file__).resolve().parents[1] / "deploy" / "kafka",
+        Path(__file__).resolve().parents[2] / "deploy" / "kafka",
         Path.cwd() / "deploy" / "kafka",
     ):
         if (candidate / "pom.xml").exists():

@@ -10,21 +10,34 @@ differ).
 from __future__ import annotations
 
 import hmac
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from faust import web
 from faust.exceptions import SameNode
 from faust.sensors.prometheus import setup_prometheus_sensors
 
-from . import codec
-from .domain import InvalidInput, iccid_of
-from .domain.describe import describe
+from .. import codec
+from ..clock import Clock
+from ..domain import InvalidInput, Policy, iccid_of
+from ..domain.describe import describe
+from ..settings import Settings
 
-if TYPE_CHECKING:
-    from .app import Worker
+
+class Served(Protocol):
+    """What the views need of a worker (the worker shell imports this module, never
+    the other way round)."""
+
+    app: Any
+    table: Any
+    settings: Settings
+    policy: Policy
+    clock: Clock
+    registry: Any
+
+    def ready(self) -> bool: ...
 
 
-def install_views(worker: Worker) -> None:
+def install_views(worker: Served) -> None:
     app = worker.app
     setup_prometheus_sensors(app, pattern="/metrics", registry=worker.registry, name_prefix="faust")
 

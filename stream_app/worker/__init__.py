@@ -1,0 +1,1 @@
+"""The Faust worker shell: agents, intake, offsets, writer, committer, ownership."""
