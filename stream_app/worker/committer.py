@@ -22,12 +22,6 @@ from faust.types import TP
 from .offsets import Ledger, Partition
 
 
-def install(app: Any, ledger: Ledger, topics: Iterable[str]) -> None:
-    """Make the consumer ``app`` will create commit ``ledger``'s frontiers for ``topics``."""
-    transport = app.transport
-    transport.Consumer = ledger_consumer(transport.Consumer, ledger, frozenset(topics))
-
-
 def ledger_consumer(base: type, ledger: Ledger, topics: frozenset[str]) -> type:
     class LedgerConsumer(base):  # type: ignore[misc]
         def _filter_tps_with_pending_acks(self, topics_or_tps: Any = None) -> Iterator[TP]:

@@ -1,15 +1,16 @@
 """From the events Faust delivers to the batches the worker applies: each offset once, in order.
 
-Faust hands an agent batches of events; this module checks them against the offset
-ledger (offsets.py) before they are applied:
+Faust hands an agent batches of events, each a fetched chunk of one partition's
+records (chunks.py); this module checks them against the offset ledger (offsets.py)
+before they are applied:
 
 * offsets below the partition's cursor were already taken by an earlier batch (Faust
   delivers some again after a seek); they are not applied twice;
-* offsets that run on from the cursor are applied as delivered;
-* when an offset is missing between the cursor and what was delivered (Faust dropped
-  it, or it holds a transaction marker), the whole range is read again from the broker
-  (gaps.py) and applied from there, in chunks, so a SIM's input is applied in offset
-  order and nothing is skipped.
+* offsets that run on from the cursor are applied as delivered; offsets missing inside
+  a chunk were never in the log (compaction, transaction markers) and are passed over;
+* when offsets may be missing between the cursor and a chunk (Faust dropped them), the
+  whole range is read again from the broker (gaps.py) and applied from there, in
+  chunks, so a SIM's input is applied in offset order and nothing is skipped.
 
 Faust also fetches some messages and never delivers them, after a rebalance; when no
 later message comes for that partition, no batch shows the gap. So on every tick the
@@ -31,11 +32,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, overload
 
 from ..pipeline import Source
 from .batch import Incoming
+from .chunks import chunk_of
 from .gaps import GapReader
 from .offsets import Ledger, Partition, Ticket
 from .writer import Written
@@ -54,6 +56,48 @@ def incoming(event: Any) -> Incoming:
         message.timestamp,
         event,
     )
+
+
+def chunk_incoming(event: Any, records: list[Any]) -> list[Incoming]:
+    """The records of a chunk event; each refers to the event (its partition's)."""
+    message = event.message
+    topic, partition = message.topic, message.partition
+    return [
+        Incoming(
+            Source(topic, partition, r.offset),
+            r.value,
+            r.key if r.key is not None else b"",
+            r.timestamp / 1000,
+            event,
+        )
+        for r in records
+    ]
+
+
+class _Offsets(Sequence[int]):
+    """The offsets of a chunk's records, without copying them out (for bisect)."""
+
+    __slots__ = ("records",)
+
+    def __init__(self, records: list[Any]) -> None:
+        self.records = records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @overload
+    def __getitem__(self, index: int) -> int: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[int]: ...
+    def __getitem__(self, index: int | slice) -> int | Sequence[int]:
+        if isinstance(index, slice):
+            return [r.offset for r in self.records[index]]
+        return int(self.records[index].offset)
+
+
+def _run(event: Any) -> Sequence[int]:
+    records = chunk_of(event)
+    return (event.message.offset,) if records is None else _Offsets(records)
 
 
 class Intake:
@@ -81,7 +125,10 @@ class Intake:
         """Per partition: the generation and cursor last seen, and since when."""
 
     async def take(self, logical: str, events: list[Any]) -> None:
-        """Apply a batch of one topic's events (the caller holds the state lock)."""
+        """Apply a batch of one topic's events (the caller holds the state lock).
+
+        An event is one message or a chunk of them (chunks.py).
+        """
         generation = self.ledger.generation
         ready: list[Incoming] = []
         tickets: list[tuple[Partition, int]] = []
@@ -91,16 +138,20 @@ class Intake:
                 # start could not be read: the next batch or idle check reads back from
                 # the committed offset.
                 continue
-            plan = self.ledger.plan(partition, (e.message.offset for e in delivered))
+            plan = self.ledger.plan(partition, [_run(e) for e in delivered])
             if plan is None or not plan.fresh:
                 continue
             if plan.contiguous:
-                by_offset = {e.message.offset: e for e in delivered}
-                ready += [incoming(by_offset[offset]) for offset in plan.fresh]
-                tickets.append((partition, plan.fresh[-1] + 1))
+                for index, first in plan.fresh:
+                    event = delivered[index]
+                    records = chunk_of(event)
+                    if records is None:
+                        ready.append(incoming(event))
+                    else:
+                        ready += chunk_incoming(event, records[first:] if first else records)
+                tickets.append((partition, plan.upto))
             else:
-                last = plan.fresh[-1]
-                await self._fill(logical, partition, last, delivered[0], generation, "not delivered")
+                await self._fill(logical, partition, plan.upto - 1, delivered[0], generation, "not delivered")
         if ready:
             await self._apply(logical, ready, tickets, generation)
 

@@ -15,15 +15,19 @@ only what it says (committer.py):
   or restart, which the SIMs' dedupe memory makes harmless).
 * ``plan`` says which delivered offsets are new and whether any below them are missing:
   the worker reads those itself before going on (gaps.py), so input Faust dropped is
-  processed late rather than never.
+  processed late rather than never. Offsets arrive in runs read contiguously from the
+  log (a fetched chunk, chunks.py): an offset missing inside a run was never in the log
+  (compacted away, a transaction marker); only a run that starts past the cursor may
+  follow records that were dropped.
 
 Pure bookkeeping (no Kafka, no Faust), so its properties are tested directly.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -34,10 +38,14 @@ class Partition(NamedTuple):
 
 
 class Plan(NamedTuple):
-    fresh: list[int]
-    """Delivered offsets at or above the frontier, ascending, each once."""
+    fresh: list[tuple[int, int]]
+    """Per run with offsets at or above the cursor: its index and the index of its first
+    such offset, in delivery order."""
     contiguous: bool
-    """True when ``fresh`` runs from the frontier without a hole: nothing is missing."""
+    """True when the fresh offsets run on from the cursor with no hole a run does not
+    vouch for: nothing is missing."""
+    upto: int
+    """The offset after the last fresh one (the cursor when nothing is fresh)."""
 
 
 @dataclass
@@ -77,14 +85,29 @@ class Ledger:
         if generation == self.generation and partition not in self._tracks:
             self._tracks[partition] = _Track(offset, offset)
 
-    def plan(self, partition: Partition, delivered: Iterable[int]) -> Plan | None:
-        """None when the partition has no frontier (not begun, or a rebalance came)."""
+    def plan(self, partition: Partition, runs: Iterable[Sequence[int]]) -> Plan | None:
+        """Which delivered offsets are new. None when the partition has no frontier.
+
+        ``runs``: the delivered offsets in delivery order, in runs that are each strictly
+        ascending and were read contiguously from the log (one fetched chunk; a single
+        message is a run of one).
+        """
         if partition not in self._tracks:
             return None
-        start = self.cursor(partition)
-        fresh = sorted({offset for offset in delivered if offset >= start})
-        contiguous = not fresh or (fresh[0] == start and fresh[-1] - fresh[0] == len(fresh) - 1)
-        return Plan(fresh, contiguous)
+        expected = self.cursor(partition)
+        fresh: list[tuple[int, int]] = []
+        contiguous = True
+        for index, run in enumerate(runs):
+            if not run or run[-1] < expected:
+                continue
+            first = bisect_left(run, expected)
+            if first == 0 and run[0] != expected:
+                # Past what was taken, and nothing in this run says that the offsets
+                # in between do not exist.
+                contiguous = False
+            fresh.append((index, first))
+            expected = run[-1] + 1
+        return Plan(fresh, contiguous, expected)
 
     def cursor(self, partition: Partition) -> int:
         """The first offset no batch has taken yet: below it, delivered again is done."""

@@ -12,10 +12,11 @@ too: ``write`` returns their deliveries, and the offset ledger waits on them
 Sends go straight to the aiokafka producer Faust started (same event loop, same
 settings and credentials) rather than through Faust's topic and table wrappers: those
 cost a future, a buffer hop and several sensor calls per message, most of the worker's
-time in a profile. The changelog record is exactly what Faust's table would send (the
-raw key and value, to the source event's partition), so recovery and standbys read it
-unchanged; the persisted offset a RocksDB store keeps is set from the acknowledgement
-as Faust does.
+time in a profile. They go in record batches built by the worker (sends.py): one per
+topic partition and write, submitted at once. The changelog record is exactly what
+Faust's table would send (the raw key and value, to the source event's partition), so
+recovery and standbys read it unchanged; the persisted offset a RocksDB store keeps is
+set from the acknowledgement as Faust does.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from ..domain.outputs import Output
 from ..pipeline import Source, rejected
 from ..topics import DEADLETTER
 from .ownership import Summary
+from .sends import Batch, Outbox
 
 log = logging.getLogger(__name__)
 
@@ -86,75 +88,77 @@ class Writer:
         would make Faust ack and drop the whole batch.
         """
         producer = self.app.producer._ensure_producer()
-        sent: list[tuple[Write, list[Entry], list[asyncio.Future[Any]]]] = []
+        outbox = Outbox(producer)
+        staged: list[tuple[Write, list[Entry], list[Batch]]] = []
         failed: list[tuple[Write, str]] = []
         for write in writes:
             try:
-                encoded: list[Entry] = []
+                entries: list[Entry] = []
                 if write.state is not None and write.iccid is not None:
                     write.state.partition = write.source.partition
-                    encoded = self.encode(write.state)
-                futures = [
-                    await producer.send(
-                        self.topic_names[output.topic], codec.encode(output.value), key=output.key.encode()
-                    )
+                    entries = self.encode(write.state)
+                messages = [
+                    (self.topic_names[output.topic], output.key.encode(), codec.encode(output.value))
                     for output in write.outputs
+                ]
+                batches = [
+                    await outbox.append(topic, await outbox.partition_for(topic, key), key, value)
+                    for topic, key, value in messages
                 ]
             except Exception as exc:
                 failed.append((write, repr(exc)))
             else:
-                sent.append((write, encoded, futures))
+                staged.append((write, entries, batches))
+        sent = await outbox.submit()
         if sent:
-            await asyncio.gather(*(f for _w, _e, futures in sent for f in futures), return_exceptions=True)
-        changelog = self.table.changelog_topic.get_topic_name()
-        deliveries: list[asyncio.Future[Any]] = []
-        for write, encoded, futures in sent:
-            errors = [f.exception() for f in futures if f.exception() is not None]
-            if errors:
-                failed.append((write, repr(errors[0])))
-                continue
-            for output in write.outputs:
-                self.observe(output.topic, output.value)
-            if encoded and write.state is not None and write.iccid is not None:
-                deliveries += await self._store(producer, changelog, write, encoded)
+            await asyncio.wait([batch.delivery for batch in sent if batch.delivery is not None])
+        deliveries = await self._store_all(producer, staged, failed)
         unrecorded = 0
         for write, error in failed:
             log.error("could not send the outputs of %s[%s]@%s: %s", *write.source, error)
             unrecorded += not await self._dead_letter(producer, write, error)
         return Written([write for write, _error in failed], deliveries, unrecorded)
 
-    async def _store(
-        self, producer: Any, changelog: str, write: Write, entries: list[Entry]
+    async def _store_all(
+        self,
+        producer: Any,
+        staged: list[tuple[Write, list[Entry], list[Batch]]],
+        failed: list[tuple[Write, str]],
     ) -> list[asyncio.Future[Any]]:
-        """Store the SIM's entries in order and produce their changelog records.
+        """Store the states whose outputs were all acknowledged, and produce their changelog."""
+        changelog = self.table.changelog_topic.get_topic_name()
+        outbox = Outbox(producer)
+        data = self.table.data
+        for write, entries, batches in staged:
+            error = _first_error(batches)
+            if error is not None:
+                failed.append((write, repr(error)))
+                continue
+            for output in write.outputs:
+                self.observe(output.topic, output.value)
+            if not entries or write.state is None:
+                continue
+            # The entries of one SIM go to one changelog partition in this order, so
+            # recovery sees them in the order they were written (codec.sim_entries).
+            partition = write.source.partition
+            token = _current_event.set(weakref.ref(write.event)) if write.event is not None else None
+            try:
+                for key, value in entries:
+                    if value is None:
+                        data.pop(key, None)
+                    else:
+                        data[key] = value
+                    await outbox.append(changelog, partition, key, value)
+            finally:
+                if token is not None:
+                    _current_event.reset(token)
+            self.stored(partition, write.before, write.state)
+        # Not awaited here: the next batch goes on meanwhile, and the input offsets are
+        # committed only once these are acknowledged (offsets.py).
+        submitted = await outbox.submit(self._persisted)
+        return [batch.delivery for batch in submitted if batch.delivery is not None]
 
-        The entries of one SIM go to one changelog partition in this order, so recovery
-        sees them in the order they were written (codec.sim_entries says why it matters).
-        """
-        assert write.state is not None
-        partition = write.source.partition
-        deliveries: list[asyncio.Future[Any]] = []
-        token = _current_event.set(weakref.ref(write.event)) if write.event is not None else None
-        try:
-            for key, value in entries:
-                if value is None:
-                    self.table.data.pop(key, None)
-                else:
-                    self.table.data[key] = value
-                # Not awaited here: the next batch goes on meanwhile, and the input offset
-                # is committed only once this is acknowledged (offsets.py).
-                delivery: asyncio.Future[Any] = await producer.send(
-                    changelog, value, key=key, partition=partition
-                )
-                delivery.add_done_callback(self._persisted)
-                deliveries.append(delivery)
-        finally:
-            if token is not None:
-                _current_event.reset(token)
-        self.stored(partition, write.before, write.state)
-        return deliveries
-
-    def _persisted(self, delivery: asyncio.Future[Any]) -> None:
+    def _persisted(self, batch: Batch, delivery: asyncio.Future[Any]) -> None:
         # What lets a RocksDB store start from its own data rather than the whole
         # changelog after a restart (Faust's Table._on_changelog_sent does the same).
         if delivery.cancelled() or delivery.exception() is not None:
@@ -162,7 +166,8 @@ class Writer:
             return
         try:
             metadata = delivery.result()
-            self.table.data.set_persisted_offset(TP(metadata.topic, metadata.partition), metadata.offset)
+            last = metadata.offset + batch.count - 1  # the batch's result is its first offset
+            self.table.data.set_persisted_offset(TP(metadata.topic, metadata.partition), last)
         except Exception:
             log.exception("could not record the changelog offset")
 
@@ -182,3 +187,15 @@ class Writer:
             return False
         self.observe(DEADLETTER, value)
         return True
+
+
+def _first_error(batches: list[Batch]) -> BaseException | None:
+    for batch in batches:
+        delivery = batch.delivery
+        if delivery is None:
+            return RuntimeError("the batch was never submitted")
+        if delivery.cancelled():
+            return asyncio.CancelledError()
+        if delivery.exception() is not None:
+            return delivery.exception()
+    return None

@@ -12,8 +12,11 @@ from collections.abc import AsyncGenerator
 from typing import Any, NamedTuple
 
 import pytest
+from aiokafka.structs import ConsumerRecord
+from faust.types import TP
 
 from stream_app.worker.batch import Incoming
+from stream_app.worker.chunks import ChunkMessage, chunk_message
 from stream_app.worker.intake import Intake
 from stream_app.worker.offsets import Ledger, Partition
 from stream_app.worker.writer import Written
@@ -175,3 +178,73 @@ async def test_a_quiet_partition_is_not_read_back() -> None:
     for _ in range(3):
         await intake.check_idle([("usage", P)], lambda p: 4, event(0))
     assert applier.applied == [0, 1, 2, 3]
+
+
+class ChunkEvent(NamedTuple):
+    key: bytes
+    value: bytes
+    message: ChunkMessage
+
+
+def chunk(*offsets: int) -> ChunkEvent:
+    """A fetched chunk of records at ``offsets`` (what the chunk consumer hands on)."""
+    records = [ConsumerRecord(TOPIC, 0, o, 5_000 + o, 0, b"k", b"v%d" % o, None, 1, 2, []) for o in offsets]
+    message = chunk_message(TP(TOPIC, 0), records, 1)
+    return ChunkEvent(b"k", message.value or b"", message)
+
+
+class Keeper(Applier):
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[Incoming]] = []
+
+    async def __call__(self, logical: str, batch: list[Incoming]) -> Written:
+        self.batches.append(batch)
+        return await super().__call__(logical, batch)
+
+
+async def test_a_chunk_s_records_are_applied_with_the_chunk_as_their_event() -> None:
+    ledger, keeper = Ledger(), Keeper()
+    intake = Intake(ledger, ListReader(list(range(10))), keeper, lambda topic, n: None)  # type: ignore[arg-type]
+    first, second = chunk(0, 1, 2), chunk(3, 4)
+    await intake.take("usage", [first, second])
+    (batch,) = keeper.batches
+    assert [i.source.offset for i in batch] == [0, 1, 2, 3, 4]
+    assert [i.raw for i in batch] == [b"v0", b"v1", b"v2", b"v3", b"v4"]
+    assert batch[0].key == b"k" and batch[0].received == 5.0
+    assert [i.ref for i in batch] == [first, first, first, second, second]
+    await acknowledge(keeper)
+    assert ledger.frontier(P) == 5
+
+
+async def test_offsets_missing_inside_a_chunk_are_not_read_back() -> None:
+    # 2 and 5..6 hold no record (a compacted topic, transaction markers): one fetch read past them.
+    read_back: list[int] = []
+    ledger, applier = Ledger(), Applier()
+    reader = ListReader([0, 1, 3, 4, 7, 8])
+    intake = Intake(ledger, reader, applier, lambda topic, n: read_back.append(n))  # type: ignore[arg-type]
+    await intake.take("usage", [chunk(0, 1, 3, 4, 7)])
+    assert applier.applied == [0, 1, 3, 4, 7] and read_back == []
+    await acknowledge(applier)
+    assert ledger.frontier(P) == 8
+
+
+async def test_a_chunk_that_starts_past_the_cursor_has_the_hole_read_back_once() -> None:
+    read_back: list[int] = []
+    ledger, applier = Ledger(), Applier()
+    intake = Intake(ledger, ListReader(list(range(12))), applier, lambda topic, n: read_back.append(n))  # type: ignore[arg-type]
+    await intake.take("usage", [chunk(0, 1, 2)])
+    await intake.take("usage", [chunk(6, 7, 8), chunk(9, 10)])  # 3..5 dropped by Faust
+    assert applier.applied == list(range(11))  # 3..10 read back in order, each once
+    assert sum(read_back) == 8
+    await intake.take("usage", [chunk(8, 9, 10, 11)])  # delivered again: only 11 is new
+    assert applier.applied == list(range(12))
+    await acknowledge(applier)
+    assert ledger.frontier(P) == 12
+
+
+async def test_a_chunk_partly_taken_before_applies_the_rest() -> None:
+    intake, _ledger, applier = intake_with(ListReader(list(range(10))))
+    await intake.take("usage", [chunk(0, 1, 2, 3)])
+    await intake.take("usage", [chunk(2, 3, 4, 5)])  # a seek back delivered 2 and 3 again
+    assert applier.applied == [0, 1, 2, 3, 4, 5]
