@@ -60,7 +60,7 @@ from .batch import Incoming, SimBatch, decide_batch
 from .gaps import GapReader
 from .intake import Intake
 from .logs import logging_config
-from .metrics import Metrics
+from .metrics import Metrics, observe_many
 from .offsets import Ledger, Partition
 from .ownership import Books, PartitionBook, Summary, summary
 from .recovery import ChunkTable
@@ -168,11 +168,15 @@ class Worker:
         partitions, so the read is bound to an event of the SIM's own partition (or to
         none: the store then finds the partition from the key).
         """
-        token = _current_event.set(weakref.ref(event) if event is not None else None)
-        try:
-            state = codec.load_sim(iccid, self.table.data.get)
-        finally:
-            _current_event.reset(token)
+        plain = self.writer.plain
+        if plain is not None:
+            state = codec.load_sim(iccid, plain.get)
+        else:
+            token = _current_event.set(weakref.ref(event) if event is not None else None)
+            try:
+                state = codec.load_sim(iccid, self.table.data.get)
+            finally:
+                _current_event.reset(token)
         if state is None:
             return None
         self._loaded[iccid] = summary(state)
@@ -260,20 +264,24 @@ class Worker:
 
     async def _decide_and_apply(self, logical: str, batch: list[Incoming]) -> Written:
         now = self.clock.now()
-        by_key = {i.key: i.ref for i in batch}
-        invalid, sims = decide_batch(
-            logical,
-            batch,
-            lambda iccid: self.load(iccid, by_key.get(iccid.encode())),
-            now,
-            self.policy,
-            self.settings.max_message_bytes,
-        )
+        if self.writer.plain is not None:  # the memory store reads any partition
+            load: Callable[[str], SimState | None] = self.load
+        else:  # RocksDB reads the partition of an event: one of the SIM's own
+            by_key = {i.key: i.ref for i in batch}
+            load = lambda iccid: self.load(iccid, by_key.get(iccid.encode()))  # noqa: E731
+        invalid, sims = decide_batch(logical, batch, load, now, self.policy, self.settings.max_message_bytes)
         writes = [Write(None, None, d.outputs, i.source, None, i.ref) for i, d in invalid]
+        loaded = self._loaded
         for sim in sims:
-            outputs = [o for _incoming, decision in sim.decisions for o in decision.outputs]
-            before = self._loaded.pop(sim.iccid, None)
-            writes.append(Write(sim.iccid, sim.state, outputs, sim.last.source, before, sim.last.ref))
+            decisions = sim.decisions
+            if len(decisions) == 1:
+                outputs = decisions[0][1].outputs
+            else:
+                outputs = [o for _incoming, decision in decisions for o in decision.outputs]
+            last = sim.last
+            writes.append(
+                Write(sim.iccid, sim.state, outputs, last.source, loaded.pop(sim.iccid, None), last.ref)
+            )
         written = await self.writer.write(writes)
         self._count(logical, now, invalid, sims)
         return written
@@ -281,23 +289,26 @@ class Worker:
     def _count(
         self, logical: str, now: datetime, invalid: list[tuple[Incoming, Decision]], sims: list[SimBatch]
     ) -> None:
+        """The batch's metrics, each observed once per batch (not per record)."""
         metrics = self.metrics
         outcomes: Counter[str] = Counter(decision.outcome for _incoming, decision in invalid)
         counted = 0
         sent_at = time.time()
-        for incoming, _decision in invalid:
-            if incoming.received is not None:
-                metrics.decision_latency.observe(max(sent_at - incoming.received, 0.0))
+        latencies = [sent_at - i.received for i, _decision in invalid if i.received is not None]
+        ends: list[datetime] = []
         for sim in sims:
             for incoming, decision in sim.decisions:
-                outcomes[decision.outcome] += 1
+                outcome = decision.outcome
+                outcomes[outcome] += 1
                 item = decision.item
-                if isinstance(item, UsageRecord):
-                    metrics.freshness.observe(max((now - item.end).total_seconds(), 0.0))
-                    if decision.outcome in COUNTED:
+                if type(item) is UsageRecord:
+                    ends.append(item.end)
+                    if outcome in COUNTED:
                         counted += item.total_bytes
                 if decision.outputs and incoming.received is not None:
-                    metrics.decision_latency.observe(max(sent_at - incoming.received, 0.0))
+                    latencies.append(sent_at - incoming.received)
+        observe_many(metrics.freshness, [max((now - end).total_seconds(), 0.0) for end in ends])
+        observe_many(metrics.decision_latency, [max(latency, 0.0) for latency in latencies])
         for outcome, number in outcomes.items():
             metrics.input_messages.labels(logical, outcome).inc(number)
         if counted:

@@ -62,13 +62,19 @@ def chunk_incoming(event: Any, records: list[Any]) -> list[Incoming]:
     """The records of a chunk event; each refers to the event (its partition's)."""
     message = event.message
     topic, partition = message.topic, message.partition
+    # tuple.__new__ rather than the named tuples' own __new__: a Python call fewer per
+    # record for each of the two (chunk_incoming 3.9 -> 2.2 us per record in a profile).
+    new = tuple.__new__
     return [
-        Incoming(
-            Source(topic, partition, r.offset),
-            r.value,
-            r.key if r.key is not None else b"",
-            r.timestamp / 1000,
-            event,
+        new(
+            Incoming,
+            (
+                new(Source, (topic, partition, r.offset)),
+                r.value,
+                r.key if r.key is not None else b"",
+                r.timestamp / 1000,
+                event,
+            ),
         )
         for r in records
     ]

@@ -24,9 +24,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, NamedTuple
 
+from faust.stores.memory import Store as MemoryStore
 from faust.streams import _current_event
 from faust.types import TP
 
@@ -79,6 +80,12 @@ class Writer:
         self.observe = observe
         self.stored = stored
         self.encode = encode
+        store = table.data
+        self.plain: MutableMapping[bytes, bytes] | None = (
+            store.data if isinstance(store, MemoryStore) else None
+        )
+        """The memory store's own dict: read and written directly, whatever the partition
+        (a RocksDB store picks the partition of the current event, so it goes through it)."""
 
     async def write(self, writes: list[Write]) -> Written:
         """Send every write's outputs, await them, then store the states they belong to.
@@ -91,20 +98,24 @@ class Writer:
         outbox = Outbox(producer)
         staged: list[tuple[Write, list[Entry], list[Batch]]] = []
         failed: list[tuple[Write, str]] = []
+        encode = self.encode
         for write in writes:
             try:
                 entries: list[Entry] = []
-                if write.state is not None and write.iccid is not None:
-                    write.state.partition = write.source.partition
-                    entries = self.encode(write.state)
-                messages = [
-                    (self.topic_names[output.topic], output.key.encode(), codec.encode(output.value))
-                    for output in write.outputs
-                ]
-                batches = [
-                    await outbox.append(topic, await outbox.partition_for(topic, key), key, value)
-                    for topic, key, value in messages
-                ]
+                state = write.state
+                if state is not None and write.iccid is not None:
+                    state.partition = write.source.partition
+                    entries = encode(state)
+                batches: list[Batch] = []
+                if write.outputs:
+                    messages = [
+                        (self.topic_names[output.topic], output.key.encode(), codec.encode(output.value))
+                        for output in write.outputs
+                    ]
+                    batches = [
+                        await outbox.append(topic, await outbox.partition_for(topic, key), key, value)
+                        for topic, key, value in messages
+                    ]
             except Exception as exc:
                 failed.append((write, repr(exc)))
             else:
@@ -128,27 +139,32 @@ class Writer:
         """Store the states whose outputs were all acknowledged, and produce their changelog."""
         changelog = self.table.changelog_topic.get_topic_name()
         outbox = Outbox(producer)
-        data = self.table.data
+        plain = self.plain
+        data = self.table.data if plain is None else plain
+        append = outbox.append
         for write, entries, batches in staged:
-            error = _first_error(batches)
-            if error is not None:
-                failed.append((write, repr(error)))
-                continue
-            for output in write.outputs:
-                self.observe(output.topic, output.value)
+            if batches:
+                error = _first_error(batches)
+                if error is not None:
+                    failed.append((write, repr(error)))
+                    continue
+                for output in write.outputs:
+                    self.observe(output.topic, output.value)
             if not entries or write.state is None:
                 continue
             # The entries of one SIM go to one changelog partition in this order, so
             # recovery sees them in the order they were written (codec.sim_entries).
             partition = write.source.partition
-            token = _current_event.set(weakref.ref(write.event)) if write.event is not None else None
+            token = None
+            if plain is None and write.event is not None:
+                token = _current_event.set(weakref.ref(write.event))
             try:
                 for key, value in entries:
                     if value is None:
                         data.pop(key, None)
                     else:
                         data[key] = value
-                    await outbox.append(changelog, partition, key, value)
+                    await append(changelog, partition, key, value)
             finally:
                 if token is not None:
                     _current_event.reset(token)
