@@ -14,15 +14,17 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import OffsetAndMetadata
+from faust.types import TP
 
 from stream_app.settings import Settings
 from stream_app.worker.batch import Incoming
+from stream_app.worker.chunks import chunk_message
 from stream_app.worker.gaps import GapReader
 from stream_app.worker.intake import Intake
 from stream_app.worker.offsets import Ledger, Partition
 from stream_app.worker.writer import Written
 
-from ..unit.test_intake import Event, Message
+from ..unit.test_intake import ChunkEvent, Event, Message
 
 pytestmark = pytest.mark.integration
 
@@ -158,5 +160,61 @@ async def test_offsets_without_records_are_passed_over(kafka: str) -> None:
         await intake.take("usage", [event(topic, 4)])
         assert recorder.offsets() == [0, 2, 4]
         assert ledger.frontier(Partition(topic, 1)) == 5
+    finally:
+        await intake.gaps.stop()
+
+
+async def fetched(kafka: str, topic: str, partition: int = 1, expected: int = 1) -> list[Any]:
+    """The partition's records as one aiokafka fetch returns them (a chunk)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, 0)
+        records: list[Any] = (await consumer.getmany(tp, timeout_ms=10_000, max_records=10_000)).get(tp, [])
+        assert len(records) == expected, records
+        return records
+    finally:
+        await consumer.stop()
+
+
+def chunk_event(topic: str, records: list[Any], partition: int = 1) -> ChunkEvent:
+    message = chunk_message(TP(topic, partition), records, 1)
+    return ChunkEvent(message.key or b"", message.value or b"", message)
+
+
+async def test_markers_inside_a_fetched_chunk_are_not_read_back(kafka: str) -> None:
+    topic = await topic_with(kafka, 0)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka, transactional_id=f"tx-{uuid.uuid4().hex[:6]}")
+    await producer.start()
+    try:
+        for n in range(3):
+            async with producer.transaction():
+                await producer.send(topic, b"v%d" % n, key=b"k", partition=1)
+    finally:
+        await producer.stop()
+    records = await fetched(kafka, topic, expected=3)  # at 0, 2 and 4: a marker after each
+    intake, ledger, recorder = intake_for(kafka, f"g-{uuid.uuid4().hex[:6]}")
+    try:
+        await intake.take("usage", [chunk_event(topic, records)])
+        assert recorder.offsets() == [0, 2, 4] and recorder.read_back_total == 0
+        assert ledger.frontier(Partition(topic, 1)) == 5
+    finally:
+        await intake.gaps.stop()
+
+
+async def test_chunks_past_a_dropped_range_have_it_read_back_once(kafka: str) -> None:
+    topic = await topic_with(kafka, 40)
+    records = await fetched(kafka, topic, expected=40)
+    intake, ledger, recorder = intake_for(kafka, f"g-{uuid.uuid4().hex[:6]}")
+    try:
+        await intake.take("usage", [chunk_event(topic, records[:10])])
+        await intake.take("usage", [chunk_event(topic, records[20:30]), chunk_event(topic, records[30:35])])
+        assert recorder.offsets() == list(range(35))  # 10..19 never delivered: read back, in order
+        assert recorder.read_back_total == 25
+        await intake.take("usage", [chunk_event(topic, records[30:40])])
+        assert recorder.offsets() == list(range(40))
+        assert ledger.frontier(Partition(topic, 1)) == 40
     finally:
         await intake.gaps.stop()
