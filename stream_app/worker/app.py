@@ -55,7 +55,7 @@ from ..topics import (
     TICKS,
     USAGE,
 )
-from . import chunks, committer
+from . import chunks, committer, recovery
 from .batch import Incoming, SimBatch, decide_batch
 from .gaps import GapReader
 from .intake import Intake
@@ -433,6 +433,7 @@ class Worker:
         def forget_books(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
             self.books.clear()
             self.ledger.reassigned()
+            recovery.reassigned(app)
 
         async def close_gap_reader(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
             await self.intake.gaps.stop()

@@ -20,7 +20,13 @@ import faust
 from .chunks import chunk_of
 
 BUFFER_CHUNKS = 4
-"""Chunks the recovery buffers before it applies them (Faust counts events: 1000)."""
+"""Chunks an active partition's recovery buffers before it applies them (Faust's buffer
+counts events: 1000). Not 1: Faust then keeps reading an active partition's changelog
+after its recovery, and would apply the worker's own writes again."""
+STANDBY_BUFFER_CHUNKS = 1
+"""A standby applies each chunk at once, so what it holds is the changelog as far as it
+was read (Faust applies a buffer only when it is full: the last chunks read would wait
+for more)."""
 
 
 class ChangelogRecord:
@@ -56,7 +62,19 @@ def opened(batch: Iterable[Any]) -> Iterator[Any]:
 class ChunkTable(faust.Table[bytes, bytes]):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("recovery_buffer_size", BUFFER_CHUNKS)
+        kwargs.setdefault("standby_buffer_size", STANDBY_BUFFER_CHUNKS)
         super().__init__(*args, **kwargs)
 
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
         super().apply_changelog_batch(opened(batch))
+
+
+def reassigned(app: Any) -> None:
+    """Forget the buffer size the recovery cached per changelog partition.
+
+    Faust's recovery caches each partition's buffer size the first time it sees it, as
+    an active or a standby, and never forgets it: a partition that was active and is now
+    a standby would keep the active size, and its last chunks would wait in the buffer.
+    Called on every rebalance.
+    """
+    app.tables.recovery.buffer_sizes.clear()

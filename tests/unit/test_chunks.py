@@ -70,6 +70,9 @@ def test_the_faust_internals_the_chunk_consumer_relies_on_are_unchanged() -> Non
     # it hands its buffer to the table (recovery.py opens the chunks there).
     slurp = inspect.getsource(Recovery._slurp_changelogs.fun)
     assert "offsets[tp] = offset" in slurp and "table.apply_changelog_batch(buf)" in slurp
+    # The buffer size it caches per partition, forgotten on each rebalance (recovery.py).
+    assert "bufsize = buffer_sizes[tp] = table.standby_buffer_size" in slurp
+    assert "buffer_sizes = self.buffer_sizes" in slurp
 
 
 def test_a_chunk_message_is_faust_s_message_of_its_last_record_carrying_the_chunk() -> None:

@@ -13,7 +13,7 @@ from faust.types import TP
 from stream_app.settings import Settings
 from stream_app.worker.app import Worker
 from stream_app.worker.chunks import ChunkMessage, chunk_message
-from stream_app.worker.recovery import BUFFER_CHUNKS, ChunkTable
+from stream_app.worker.recovery import BUFFER_CHUNKS, STANDBY_BUFFER_CHUNKS, ChunkTable
 
 
 class Event(NamedTuple):
@@ -36,6 +36,7 @@ def test_chunks_are_applied_record_by_record_in_offset_order(store: str, tmp_pat
     worker = Worker(Settings.from_env({"STREAM_APP_STORE": store, "STREAM_APP_DATA_DIR": str(tmp_path)}))
     table: Any = worker.table
     assert isinstance(table, ChunkTable) and table.recovery_buffer_size == BUFFER_CHUNKS
+    assert table.standby_buffer_size == STANDBY_BUFFER_CHUNKS
     topic = table.changelog_topic.get_topic_name()
     first = changelog_chunk(topic, 2, [(0, b"a", b"1"), (1, b"b", b"1"), (3, b"a", b"2")])
     second = changelog_chunk(topic, 2, [(4, b"b", None), (5, b"c", b"1"), (6, b"a", b"3")])
