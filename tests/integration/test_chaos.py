@@ -50,6 +50,7 @@ async def test_a_worker_killed_at_random_moments_loses_and_double_counts_nothing
     result = await run_scenario(scenario, kafka, tmp_path)
     assert_clean(result)
     assert result.stats.kills >= 3  # one at a random moment in each phase, one across the month start
+    assert result.stats.recovery_kills == 1  # phase B's kill cut a bulk recovery
     assert result.stats.boundary_crossed_live
 
 

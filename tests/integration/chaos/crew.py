@@ -21,6 +21,10 @@ from stream_app.tools.localbroker import free_port
 
 from ..conftest import ROOT, WorkerProcess
 
+RECOVERING = b"Restoring state from changelog topics"
+RECOVERED = b"Done reading from changelog topics"
+"""What Faust logs as the recovery of a worker's active partitions begins and ends."""
+
 
 @dataclass(slots=True)
 class Stats:
@@ -31,6 +35,8 @@ class Stats:
     broker_restarts: int = 0
     commit_stalls: int = 0
     """Times the group stopped committing with work left, and the workers were restarted."""
+    recovery_kills: int = 0
+    """Kills that landed while the victim was replaying its table's changelog."""
     boundary_crossed_live: bool = False
     crash_logs: list[str] = field(default_factory=list)
     stall_evidence: list[str] = field(default_factory=list)
@@ -166,10 +172,14 @@ class Crew:
         finally:
             slot.busy = False
 
-    async def monkey(self, kills: int, gap: tuple[float, float], failover: bool) -> None:
+    async def monkey(self, kills: int, gap: tuple[float, float], failover: bool, recovering: bool) -> None:
         """``kills`` kill -9s at random moments: mostly a while after the victim is
-        ready (mid-batch, mid-commit), sometimes during its start-up and recovery."""
-        for _ in range(kills):
+        ready (mid-batch, mid-commit), sometimes during its start-up and recovery; with
+        ``recovering``, the first one is aimed at a worker replaying its table's changelog."""
+        for n in range(kills):
+            if recovering and n == 0:
+                await self.kill_recovering(failover)
+                continue
             fresh = [s for s in self.slots if s.alive() and not s.ready()]
             if fresh and self.rng.random() < 0.25:
                 victim = self.rng.choice(fresh)
@@ -180,6 +190,27 @@ class Crew:
                 victim = self.rng.choice(self.slots)
             # with two workers, the survivor works alone for a while before the restart
             await self.kill(victim, failover, (1.0, 4.0) if failover else (0.0, 0.5))
+
+    async def kill_recovering(self, failover: bool) -> None:
+        """Restart a worker and kill it again as soon as it begins replaying its table's
+        changelog (the bulk recovery); counted in ``recovery_kills`` when it was."""
+        await self.wait_ready()
+        victim = self.rng.choice(self.slots)
+        await self.kill(victim, failover)
+        worker = victim.worker
+        assert worker is not None
+        victim.busy = True
+        try:
+            deadline = time.monotonic() + 120
+            while RECOVERING not in worker.log_path.read_bytes():
+                if time.monotonic() > deadline or not worker.alive():
+                    return
+                await asyncio.sleep(0.02)
+        finally:
+            victim.busy = False
+        await self.kill(victim, failover)
+        if RECOVERED not in worker.log_path.read_bytes():
+            self.stats.recovery_kills += 1
 
     def stop(self) -> None:
         for slot in self.slots:

@@ -81,13 +81,15 @@ async def run_phase(
     broker: LocalBroker | None,
     restarts: int,
     deadline: float,
+    phase: int,
 ) -> str:
     """Chaos until its budget is spent and the group has committed every usage offset.
     Returns "" or why the phase did not finish."""
     failover = scenario.workers > 1
 
     async def chaos() -> None:
-        await crew.monkey(kills, scenario.gap, failover)
+        # In phase B the changelog holds all of phase A: the longest recovery to cut.
+        await crew.monkey(kills, scenario.gap, failover, recovering=phase == 1)
         for _ in range(restarts):
             await crew.wait_ready()
             await asyncio.sleep(crew.rng.uniform(*scenario.gap))
@@ -252,7 +254,7 @@ async def usage_phases(
         )
         ends = await end_offsets(bootstrap, settings.topic("usage"), scenario.partitions)
         result.stalled = await run_phase(
-            crew, scenario, bootstrap, settings, ends, kills, broker, restarts, deadline
+            crew, scenario, bootstrap, settings, ends, kills, broker, restarts, deadline, phase
         )
         result.processing_seconds += time.monotonic() - started
         result.step("march" if phase == 0 else "april")

@@ -73,6 +73,7 @@ class Result:
             f"broker_restarts={s.broker_restarts}" if self.scenario.broker_restarts else "",
             f"guarantee={self.scenario.guarantee}" if self.scenario.guarantee else "",
             f"crashes={s.crashes}",
+            f"recovery_kills={s.recovery_kills}",
             f"commit_stalls={s.commit_stalls}" if s.commit_stalls else "",
             f"unexpected_commands={self.unexpected_commands}",
             f"repeated_commands={self.repeated_commands}/{self.commands}",
