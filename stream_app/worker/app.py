@@ -37,7 +37,8 @@ from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from .. import codec
-from ..domain import SimState, UsageRecord
+from ..codec import Stored, stored_of
+from ..domain import UsageRecord
 from ..ops.web import install_views
 from ..pipeline import Decision, Source, decide_tick
 from ..settings import Settings
@@ -107,7 +108,7 @@ class Worker:
         )
         self.table = self.app.Table(TABLE, key_type=bytes, value_type=bytes, partitions=settings.partitions)
         self.ticks = self._topic(TICKS)
-        self.books = Books(self.policy)
+        self.books = Books()
         self._loaded: dict[str, Summary] = {}
         self._state_lock = asyncio.Lock()
         self.writer = Writer(
@@ -141,7 +142,7 @@ class Worker:
 
     # --- state -------------------------------------------------------------------
 
-    def load(self, iccid: str, event: Any = None) -> SimState | None:
+    def load(self, iccid: str, event: Any = None) -> Stored | None:
         """The SIM's stored state. ``event``: an input event of the SIM's partition.
 
         A RocksDB store reads the partition of the current event, and a batch mixes
@@ -150,13 +151,13 @@ class Worker:
         """
         token = _current_event.set(weakref.ref(event) if event is not None else None)
         try:
-            state = codec.load_sim(iccid, self.table.data.get)
+            stored = codec.load_sim(iccid, self.table.data.get, self.policy)
         finally:
             _current_event.reset(token)
-        if state is None:
+        if stored is None:
             return None
-        self._loaded[iccid] = summary(state)
-        return state
+        self._loaded[iccid] = summary(stored.hot)
+        return stored
 
     def _observe(self, topic: str, value: dict[str, Any]) -> None:
         metrics = self.metrics
@@ -204,14 +205,16 @@ class Worker:
         for n, (key, raw) in enumerate(list(self.table.items())):
             if n % 2000 == 1999:
                 await asyncio.sleep(0)
+            if not codec.is_card_key(key):
+                continue
             try:
-                state = codec.decode_state(raw)
+                card = codec.read_card(key.decode(), raw, self.policy)
             except Exception:
                 log.exception("stored state of %r cannot be decoded; skipped", key)
                 continue
-            target = building.get(state.partition) if state.partition is not None else None
+            target = building.get(card.partition) if card.partition is not None else None
             if target is not None:
-                self.books.add(target, state)
+                self.books.add(target, card)
         if generation != self.books.generation:  # a rebalance came meanwhile: build again
             return await self.book(partition)
         for number, built in building.items():
@@ -320,27 +323,28 @@ class Worker:
         due = 0
         retry: list[str] = []
         writes: list[Write] = []
-        for _due, iccid in book.due.pop_due(now):
+        for _due, iccid in book.due.pop_due(now.timestamp()):
             due += 1
             try:
-                state = self.load(iccid, event)
-                decision = decide_tick(state, now, self.policy) if state is not None else None
+                stored = self.load(iccid, event)
+                decision = decide_tick(stored.state(), now, self.policy) if stored is not None else None
             except Exception:
                 log.exception("rolling %s forward failed", iccid)
                 decision = None
                 retry.append(iccid)
             if decision is not None and decision.outcome == "error":
                 retry.append(iccid)
-            elif decision is not None:
+            elif decision is not None and decision.state is not None:
                 before = self._loaded.pop(iccid, None)
-                writes.append(Write(iccid, decision.state, decision.outputs, source, before, event))
+                after = stored_of(decision.state, self.policy)
+                writes.append(Write(iccid, after, decision.outputs, source, before, event))
             if len(writes) >= SWEEP_CHUNK:
                 written.append(await self.writer.write(writes))
                 writes = []
         written.append(await self.writer.write(writes))
         retry += [w.iccid for chunk in written for w in chunk.failed if w.iccid is not None]
         for iccid in retry:  # one SIM must not stop the sweep; it is looked at again next tick
-            book.due.schedule(iccid, now + self.settings.tick_interval)
+            book.due.schedule(iccid, (now + self.settings.tick_interval).timestamp())
         if due:
             self.metrics.swept_sims.inc(due)
             self.metrics.sweep_timestamp.set(time.time())

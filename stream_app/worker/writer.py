@@ -30,8 +30,8 @@ from faust.streams import _current_event
 from faust.types import TP
 
 from .. import codec
-from ..codec import Entry
-from ..domain import SimState
+from ..codec import Entry, Stored
+from ..domain.fast import Hot
 from ..domain.outputs import Output
 from ..pipeline import Source, rejected
 from ..topics import DEADLETTER
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 class Write(NamedTuple):
     iccid: str | None
-    state: SimState | None
+    state: Stored | None
     """The SIM's new state, or None: only outputs (dead letters, no change)."""
     outputs: list[Output]
     source: Source
@@ -68,8 +68,8 @@ class Writer:
         table: Any,
         topic_names: Mapping[str, str],
         observe: Callable[[str, dict[str, Any]], None],
-        stored: Callable[[int, Summary | None, SimState], None],
-        encode: Callable[[SimState], list[Entry]] = codec.sim_entries,
+        stored: Callable[[int, Summary | None, Hot], None],
+        encode: Callable[[Stored], list[Entry]] = codec.sim_entries,
     ) -> None:
         self.app = app
         self.table = table
@@ -92,7 +92,7 @@ class Writer:
             try:
                 encoded: list[Entry] = []
                 if write.state is not None and write.iccid is not None:
-                    write.state.partition = write.source.partition
+                    write.state.hot.partition = write.source.partition
                     encoded = self.encode(write.state)
                 futures = [
                     await producer.send(
@@ -151,7 +151,7 @@ class Writer:
         finally:
             if token is not None:
                 _current_event.reset(token)
-        self.stored(partition, write.before, write.state)
+        self.stored(partition, write.before, write.state.hot)
         return deliveries
 
     def _persisted(self, delivery: asyncio.Future[Any]) -> None:
