@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -34,3 +35,18 @@ def encode_state(state: SimState) -> bytes:
 
 def decode_state(raw: bytes) -> SimState:
     return state_from_dict(orjson.loads(raw))
+
+
+Entry = tuple[bytes, bytes | None]
+"""One table entry: its key and its encoded value (None deletes the key)."""
+
+
+def sim_entries(state: SimState) -> list[Entry]:
+    """Every table entry that holds one SIM's state, in the order they must be written."""
+    return [(state.iccid.encode(), encode_state(state))]
+
+
+def load_sim(iccid: str, get: Callable[[bytes], bytes | None]) -> SimState | None:
+    """A SIM's state from its table entries (``get`` reads one key), or None if unknown."""
+    raw = get(iccid.encode())
+    return None if raw is None else decode_state(raw)

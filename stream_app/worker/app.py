@@ -150,12 +150,11 @@ class Worker:
         """
         token = _current_event.set(weakref.ref(event) if event is not None else None)
         try:
-            raw = self.table.data.get(iccid.encode())
+            state = codec.load_sim(iccid, self.table.data.get)
         finally:
             _current_event.reset(token)
-        if raw is None:
+        if state is None:
             return None
-        state = codec.decode_state(raw)
         self._loaded[iccid] = summary(state)
         return state
 
