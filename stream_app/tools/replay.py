@@ -1,4 +1,4 @@
-"""`stream-app replay`: the engine over JSON lines, without Kafka (DESIGN.md "Replay").
+"""`stream-app replay`: the engine over JSON lines, without Kafka (docs/rules.md "Replay").
 
 Input lines are ``{"topic": "<input topic>", "value": {...}}`` or ``{"tick": "<time>"}``.
 Before a line is applied, now advances to the line's time (a usage record's ``end``,

@@ -100,7 +100,7 @@ class Worker:
             web_tables_enabled=False,
             # Not larger: polls of 10,000 recovered 200k SIMs in 23 s rather than 31 s,
             # but the chaos tests then often found a partition Faust never committed
-            # again after a restart (README "Reliability").
+            # again after a restart (docs/reliability.md).
             broker_max_poll_records=1000,
             producer_linger=0.005,
             key_serializer="raw",
@@ -227,7 +227,9 @@ class Worker:
     def _input_agent(self, logical: str) -> Callable[[Any], Awaitable[None]]:
         async def agent(stream: Any) -> None:
             # Batches: one state decode and one changelog write per SIM per batch. Table
-            # writes inside take_events need the event re-bound (faust-notes 2.2).
+            # writes inside take_events need the event re-bound: Faust runs a batch's
+            # body without a current event, and a store picks a key's partition from it
+            # (load() and writer.py bind an event of the SIM's own partition).
             async for events in stream.take_events(BATCH_SIZE, within=BATCH_WINDOW):
                 await self._process_batch(logical, events)
 

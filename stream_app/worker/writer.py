@@ -1,6 +1,6 @@
 """Writing what a batch decided: outputs first and acknowledged, then states and changelog.
 
-Order is the guarantee (README "Reliability"): a SIM's new state is stored, and its
+Order is the guarantee (docs/reliability.md): a SIM's new state is stored, and its
 changelog record produced, only after every output it decided has been acknowledged by
 the broker. A crash at any point leaves either the state not yet advanced (the input is
 processed again and its outputs repeat with the same ids) or both written; never an
