@@ -154,3 +154,38 @@ class IdMemory:
         self.dropped += sorted(gone)
         self.segments = tuple(kept)
         self.middle, self.middle_newest = b"", 0
+
+
+def remembered(hashes: bytes, first_minute: int, every: int) -> IdMemory:
+    """The memory of a SIM that counted these ids in order, one every ``every`` minutes
+    from ``first_minute``, none of them past the horizon yet: what ``add`` one by one
+    would build, made at once (benchmarks preload a fleet of such SIMs)."""
+    count = len(hashes) // HASH_BYTES
+    recent = (count - 1) % RECENT_MAX + 1 if count else 0
+    moved = count - recent
+    blocks = moved // RECENT_MAX
+    middle = ((blocks - 1) % (MIDDLE_MAX // RECENT_MAX) + 1) * RECENT_MAX if blocks else 0
+    archived = moved - middle
+
+    def newest(last: int) -> int:
+        return first_minute + (last - 1) * every
+
+    segments = tuple(
+        Segment(
+            n,
+            newest((n + 1) * MIDDLE_MAX),
+            hashes[n * MIDDLE_MAX * HASH_BYTES : (n + 1) * MIDDLE_MAX * HASH_BYTES],
+        )
+        for n in range(archived // MIDDLE_MAX)
+    )
+    memory = IdMemory(
+        hashes[moved * HASH_BYTES :],
+        newest(count) if recent else 0,
+        hashes[archived * HASH_BYTES : moved * HASH_BYTES],
+        newest(moved) if middle else 0,
+        segments,
+        len(segments),
+    )
+    memory.written = list(segments)
+    memory.middle_changed = bool(moved)
+    return memory

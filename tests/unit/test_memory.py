@@ -15,7 +15,15 @@ from hypothesis import strategies as st
 from stream_app import codec
 from stream_app.domain import Policy, apply_subscription, new_state, subscription, usage_record
 from stream_app.domain.engine import apply_usage
-from stream_app.domain.memory import HASH_BYTES, MIDDLE_MAX, RECENT_MAX, IdMemory, Segment, id_hash
+from stream_app.domain.memory import (
+    HASH_BYTES,
+    MIDDLE_MAX,
+    RECENT_MAX,
+    IdMemory,
+    Segment,
+    id_hash,
+    remembered,
+)
 from stream_app.domain.timeutil import format_time
 
 from .scenario import GB, ICCID, subscription_msg, t
@@ -149,3 +157,16 @@ def test_a_crash_between_a_writes_entries_never_forgets_a_counted_record(
     assert after is not None
     assert all(d in after.hot.ids for d in added)
     assert after.hot.used == len(added)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(min_value=0, max_value=1500))
+def test_a_memory_made_at_once_is_the_one_made_id_by_id(count: int) -> None:
+    hashes = os.urandom(count * HASH_BYTES)
+    one_by_one = IdMemory()
+    for n in range(count):
+        one_by_one.add(hashes[n * HASH_BYTES : (n + 1) * HASH_BYTES], 1000 + 15 * n, 0, 10**6)
+    at_once = remembered(hashes, 1000, 15)
+    assert at_once.parts() == one_by_one.parts()
+    assert at_once.written == one_by_one.written
+    assert at_once.middle_changed == one_by_one.middle_changed
