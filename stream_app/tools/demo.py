@@ -5,6 +5,11 @@ in the billing zone, at real speed, so within about two minutes a newcomer sees 
 reach their quota and get suspended, alerts, dead letters for the feed's bad records,
 and at 00:00 the restores of the new month. Each run uses its own topics and consumer
 group (suffix ``demo-<time>``), so runs never see each other's data.
+
+Next to the worker, `stream-app provision` plays the carrier, with acknowledgement
+tracking on: commands are applied, a few are refused and sent again (a restore soon
+after its suspension falls in the carrier's repeat window), and now and then the
+carrier changes a card on its own, which the worker sees in the inventory and repairs.
 """
 
 from __future__ import annotations
@@ -25,11 +30,16 @@ from aiokafka import AIOKafkaConsumer
 
 from ..domain.timeutil import format_time, month_bounds, month_of, zone
 from ..settings import Settings
-from ..topics import REGISTRY, env_name
+from ..topics import COMMAND_RESULTS, REGISTRY, env_name
 from .admin import ensure_topics
 from .feed import FeedCounts, FeedOptions, fleet, run_feed
 
 LEAD = timedelta(seconds=90)
+PROVISION_ARGS = (
+    *("--latency", "1s", "--jitter", "2s", "--fail-rate", "0.05", "--reject-rate", "0.01"),
+    *("--repeat-window", "1m", "--inventory-every", "20s", "--drift-rate", "0.01"),
+)
+"""The demo's carrier: enough refusals, resends and drift to watch in two minutes."""
 
 
 def demo_env(base: Settings, now: datetime) -> dict[str, str]:
@@ -45,6 +55,8 @@ def demo_env(base: Settings, now: datetime) -> dict[str, str]:
         "STREAM_APP_TICK_INTERVAL": "5s",
         "STREAM_APP_DATA_DIR": str(Path(base.data_dir) / suffix),
     }
+    if base.command_ack_timeout is None:  # short enough to see a resend in two minutes
+        env["STREAM_APP_COMMAND_ACK_TIMEOUT"] = "20s"
     for spec in REGISTRY:
         env[env_name(spec.logical)] = f"{base.topic(spec.logical)}.{suffix}"
     return env
@@ -55,21 +67,29 @@ class Summary:
 
     def __init__(self) -> None:
         self.suspends = self.restores = self.cancels = self.alerts = self.dead_letters = 0
+        self.applied = self.refused = self.resends = self.drifts = 0
 
     def add(self, logical: str, value: dict[str, object]) -> None:
-        if logical == "commands":
+        if logical == "commands" and value.get("attempt", 1) != 1:
+            self.resends += 1
+        elif logical == "commands":
             action = value.get("action")
             self.suspends += action == "suspend"
             self.restores += action == "restore"
             self.cancels += action == "cancel"
+        elif logical == "command_results":
+            self.applied += value.get("outcome") == "applied"
+            self.refused += value.get("outcome") != "applied"
         elif logical == "alerts":
             self.alerts += 1
+            self.drifts += value.get("kind") == "status_drift"
         elif logical == "deadletter":
             self.dead_letters += 1
 
 
 async def _watch(settings: Settings, summary: Summary) -> None:
-    names = {settings.topic(s.logical): s.logical for s in REGISTRY if s.direction == "out"}
+    watched = [s.logical for s in REGISTRY if s.direction == "out"] + [COMMAND_RESULTS]
+    names = {settings.topic(logical): logical for logical in watched}
     consumer = AIOKafkaConsumer(
         *names,
         **settings.kafka_options(),
@@ -85,6 +105,27 @@ async def _watch(settings: Settings, summary: Summary) -> None:
                         summary.add(names[tp.topic], orjson.loads(message.value))
     finally:
         await consumer.stop()
+
+
+def _start_provision(env: dict[str, str], log_path: Path, seed: int) -> subprocess.Popen[bytes]:
+    """`stream-app provision` on the demo's topics and clock."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "stream_app", "provision", *PROVISION_ARGS, "--seed", str(seed)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _ready(port: int) -> bool:
@@ -105,9 +146,12 @@ async def run_demo(base: Settings, options: FeedOptions, duration: float | None)
         worker = subprocess.Popen(
             [sys.executable, "-m", "stream_app", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
         )
+    provision_log = Path(settings.data_dir) / "provision.log"
+    provision = _start_provision(env, provision_log, options.seed)
     port = settings.web_port
     say = print
     say(f"demo: worker pid {worker.pid}, log {log_path}")
+    say(f"demo: provisioning (a simulated carrier) pid {provision.pid}, log {provision_log}")
     say(
         f"demo: simulated clock starts at {settings.clock_start} ({base.timezone}): "
         f"the month ends in {LEAD.seconds} s"
@@ -139,7 +183,9 @@ async def run_demo(base: Settings, options: FeedOptions, duration: float | None)
                 f"\r{month_of(now, base.timezone)} {now.astimezone(zone(base.timezone)):%H:%M:%S} | "
                 f"{counts.sent:,} records {rate:,}/s | suspends {summary.suspends:,} "
                 f"restores {summary.restores:,} cancels {summary.cancels:,} | "
-                f"alerts {summary.alerts:,} | dead letters {summary.dead_letters:,}   ",
+                f"alerts {summary.alerts:,} | dead letters {summary.dead_letters:,} | "
+                f"applied {summary.applied:,} failed {summary.refused:,} "
+                f"resends {summary.resends:,} drift {summary.drifts:,}   ",
                 end="",
                 flush=True,
             )
@@ -150,10 +196,13 @@ async def run_demo(base: Settings, options: FeedOptions, duration: float | None)
                 await task
         say(
             f"demo: {counts}; worker sent {summary.suspends} suspends, {summary.restores} restores, "
-            f"{summary.alerts} alerts, {summary.dead_letters} dead letters"
+            f"{summary.alerts} alerts, {summary.dead_letters} dead letters; provisioning applied "
+            f"{summary.applied} and refused {summary.refused}, {summary.resends} resends, "
+            f"{summary.drifts} drifts"
         )
         return 0
     finally:
+        _stop(provision)
         worker.send_signal(signal.SIGTERM)
         try:
             worker.wait(30)
