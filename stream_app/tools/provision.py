@@ -24,6 +24,7 @@ import signal
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
 import orjson
@@ -119,20 +120,20 @@ async def run_provision(
         async def on_partitions_assigned(self, assigned: Any) -> None:
             return None
 
-    consumer = AIOKafkaConsumer(
-        **settings.kafka_options(),
-        group_id=options.group or f"{settings.app_id}-provision",
-        auto_offset_reset="earliest",  # a new group answers the commands already waiting
-        enable_auto_commit=False,
-    )
     producer = AIOKafkaProducer(**settings.kafka_options(), enable_idempotence=True, linger_ms=5)
     names = {logical: settings.topic(logical) for logical in (COMMAND_RESULTS, INVENTORY)}
     began = time.monotonic()
-    await producer.start()
     try:
-        consumer.subscribe([settings.topic(COMMANDS)], listener=Forget())
-        await consumer.start()
+        await producer.start()
+        consumer = AIOKafkaConsumer(
+            **settings.kafka_options(),
+            group_id=options.group or f"{settings.app_id}-provision",
+            auto_offset_reset="earliest",  # a new group answers the commands already waiting
+            enable_auto_commit=False,
+        )
         try:
+            consumer.subscribe([settings.topic(COMMANDS)], listener=Forget())
+            await consumer.start()
             while not stop.is_set():
                 if options.seconds is not None and time.monotonic() - began >= options.seconds:
                     break
@@ -140,21 +141,14 @@ async def run_provision(
                     break
                 if carrier.in_flight < MAX_IN_FLIGHT:
                     batches = await consumer.getmany(timeout_ms=POLL_MS, max_records=1000)
-                else:
+                else:  # the carrier is far behind: let it catch up before reading more
                     batches = {}
                     await asyncio.sleep(POLL_MS / 1000)
                 now = clock.now()
                 for tp, records in batches.items():
                     for record in records:
                         ledger.received(tp, record.offset)
-                        try:
-                            command = Command.parse(orjson.loads(record.value or b""))
-                        except (BadCommand, orjson.JSONDecodeError) as exc:
-                            log.warning("skipped %s:%d@%d: %s", tp.topic, tp.partition, record.offset, exc)
-                            ledger.done(tp, record.offset)
-                            counts.ignored += 1
-                            continue
-                        carrier.receive(command, now, (tp, record.offset))
+                        _take(carrier, ledger, counts, now, tp, record)
                 await _publish(producer, names, carrier.step(clock.now()), ledger, counts)
                 await _commit(consumer, ledger)
         finally:
@@ -163,6 +157,20 @@ async def run_provision(
     finally:
         await producer.stop()
     return counts, carrier
+
+
+def _take(
+    carrier: SimulatedCarrier, ledger: Ledger, counts: Counts, now: datetime, tp: Any, record: Any
+) -> None:
+    """Hand one command to the carrier; what is not a command is logged and passed over."""
+    try:
+        command = Command.parse(orjson.loads(record.value or b""))
+    except (BadCommand, orjson.JSONDecodeError) as exc:
+        log.warning("skipped %s:%d@%d: %s", tp.topic, tp.partition, record.offset, exc)
+        ledger.done(tp, record.offset)
+        counts.ignored += 1
+        return
+    carrier.receive(command, now, (tp, record.offset))
 
 
 async def _publish(

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -33,3 +34,9 @@ def test_demo_runs_a_worker_and_a_feed_and_prints_urls_progress_and_a_summary(ka
     summary = re.search(r"demo: 50 subscriptions, (\d+) records sent", out)
     assert summary is not None and int(summary.group(1)) > 0, out
     assert "the month ends in 90 s" in out
+    # provisioning ran next to the worker, is counted on the live line, and was stopped
+    provision = re.search(r"demo: provisioning \(a simulated carrier\) pid (\d+), log (\S+)", out)
+    assert provision is not None, out
+    assert re.search(r"applied \d+ failed \d+ resends \d+ drift \d+", out), out
+    assert not Path(f"/proc/{provision.group(1)}").exists()
+    assert "provision: stopped by SIGTERM" in Path(provision.group(2)).read_text()
