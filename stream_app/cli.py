@@ -38,7 +38,7 @@ def _feed_options(args: argparse.Namespace, duration: float | None, records: int
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stream-app", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("worker", help="run a worker in the foreground")
@@ -55,11 +55,18 @@ def main(argv: list[str] | None = None) -> int:
     feed.add_argument("--records", type=int, help="usage messages in all (default: no limit)")
     sim = commands.add_parser("sim", help="show one SIM's state, asked from the worker's API")
     sim.add_argument("iccid")
+    pool = commands.add_parser("pool", help="show one pool (流量池): month, usage, quota, members, state")
+    pool.add_argument("pool_id")
+    pool.add_argument("--members", type=int, default=20, help="how many member ICCIDs to list (20)")
     topics = commands.add_parser("topics", help="manage the topics")
     topics.add_argument("action", choices=["create"])
     broker = commands.add_parser("broker", help="the local single-node Kafka broker")
     broker.add_argument("action", choices=["start", "stop", "status", "jars"])
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
 
     if args.command == "broker":
         return _broker(args.action)
@@ -104,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         from .ops.simview import show
 
         return show(settings, args.iccid)
+    if args.command == "pool":
+        from .ops.poolview import show as show_pool
+
+        return show_pool(settings, args.pool_id, args.members)
     from .tools.admin import ensure_topics
 
     created = asyncio.run(ensure_topics(settings))

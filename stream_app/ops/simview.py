@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -80,7 +81,12 @@ def render(body: dict[str, Any]) -> str:
 
 
 def show(settings: Settings, iccid: str) -> int:
-    url = f"http://{settings.web_host}:{settings.web_port}/sims/{iccid}"
+    return fetch_and_print(settings, f"/sims/{iccid}", render)
+
+
+def fetch_and_print(settings: Settings, path: str, render: Callable[[dict[str, Any]], str]) -> int:
+    """GET ``path`` from the worker's API (any worker: it routes to the owner) and print it."""
+    url = f"http://{settings.web_host}:{settings.web_port}{path}"
     request = urllib.request.Request(url)
     if settings.api_token is not None:
         request.add_header("Authorization", f"Bearer {settings.api_token}")
