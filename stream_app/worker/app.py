@@ -62,6 +62,7 @@ from .logs import logging_config
 from .metrics import Metrics
 from .offsets import Ledger, Partition
 from .ownership import Books, PartitionBook, Summary, summary
+from .refusals import Refusals
 from .writer import Write, Writer, Written
 
 log = logging.getLogger("stream_app")
@@ -84,6 +85,7 @@ class Worker:
         self.clock = settings.clock()
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry)
+        self.refusals = Refusals(log)  # dead letters summarised in the log
         self.app = faust.App(
             settings.app_id,
             broker=[f"kafka://{host.strip()}" for host in settings.bootstrap_servers.split(",")],
@@ -186,6 +188,7 @@ class Worker:
             metrics.charges.labels(value["kind"]).inc()
         elif topic == DEADLETTER:
             metrics.dead_letters.labels(value["topic"], value["error"]).inc()
+            self.refusals.add(value)
 
     async def book(self, partition: int) -> PartitionBook:
         """This partition's book, built from the table on first use after a rebalance.
