@@ -217,6 +217,7 @@ def _replay(settings: Settings, path: str) -> int:
 def _audit(settings: Settings, raw_iccid: str, path: str | None, as_json: bool) -> int:
     from .domain import InvalidInput, iccid_of
     from .ops import audit
+    from .ops.kafkaread import ReadError
     from .topics import AUDIT
 
     try:
@@ -228,7 +229,7 @@ def _audit(settings: Settings, raw_iccid: str, path: str | None, as_json: bool) 
     if path is None:
         try:
             records, where = asyncio.run(audit.from_topic(settings, topic, iccid))
-        except audit.AuditError as exc:
+        except ReadError as exc:
             print(f"audit: {exc}", file=sys.stderr)
             return 1
     else:
@@ -248,19 +249,23 @@ def _audit(settings: Settings, raw_iccid: str, path: str | None, as_json: bool) 
 def _deadletters(settings: Settings, args: argparse.Namespace) -> int:
     from .domain.timeutil import TimeFormatError, parse_duration, parse_time
     from .ops import deadletters
+    from .ops.kafkaread import ReadError
     from .topics import DEADLETTER, INPUTS
 
     since = None
     if args.since is not None:
         try:
-            since = (
-                parse_time(args.since)
-                if "T" in args.since.upper()
-                else datetime.now(UTC) - parse_duration(args.since)
-            )
-        except (TimeFormatError, ValueError) as exc:
-            print(f"deadletters: --since {args.since!r}: {exc}", file=sys.stderr)
-            return 2
+            since = datetime.now(UTC) - parse_duration(args.since)
+        except ValueError:
+            try:
+                since = parse_time(args.since)
+            except TimeFormatError:
+                print(
+                    f"deadletters: --since {args.since!r}: use an RFC 3339 time with an offset "
+                    "(2026-03-31T08:00:00+08:00) or a duration ago (30m, 2h, 7d)",
+                    file=sys.stderr,
+                )
+                return 2
     if args.last is not None and args.last < 1:
         print("deadletters: --last must be at least 1", file=sys.stderr)
         return 2
@@ -275,7 +280,7 @@ def _deadletters(settings: Settings, args: argparse.Namespace) -> int:
         return asyncio.run(
             deadletters.run(settings, settings.topic(DEADLETTER), filters, args.follow, args.json)
         )
-    except deadletters.ReadError as exc:
+    except ReadError as exc:
         print(f"deadletters: {exc}", file=sys.stderr)
         return 1
 

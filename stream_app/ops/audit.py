@@ -20,14 +20,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from ..settings import Settings
+from .kafkaread import ReadError, partitions_of
 
 COLUMNS = ("at", "change", "reason", "trigger", "cause", "before", "-> after", "status")
 STALLED = 30.0
 """Seconds without reading anything before giving up on the partition."""
-
-
-class AuditError(RuntimeError):
-    """The trail cannot be read (no such topic, a broker that stops answering)."""
 
 
 def partition_of(key: bytes, partitions: int) -> int:
@@ -40,13 +37,12 @@ def partition_of(key: bytes, partitions: int) -> int:
 async def from_topic(settings: Settings, topic: str, iccid: str) -> tuple[list[dict[str, Any]], str]:
     """The ICCID's audit records in offset order, and where they were read."""
     key = iccid.encode()
-    consumer = AIOKafkaConsumer(**settings.kafka_options(), enable_auto_commit=False)
+    tp = TopicPartition(topic, partition_of(key, len(await partitions_of(settings, topic))))
+    consumer = AIOKafkaConsumer(
+        **settings.kafka_options(), enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await consumer.start()
     try:
-        if topic not in await consumer.topics():
-            raise AuditError(f"topic {topic} does not exist")
-        count = len(consumer.partitions_for_topic(topic) or ())
-        tp = TopicPartition(topic, partition_of(key, count))
         consumer.assign([tp])
         end = (await consumer.end_offsets([tp]))[tp]
         await consumer.seek_to_beginning(tp)
@@ -57,7 +53,7 @@ async def from_topic(settings: Settings, topic: str, iccid: str) -> tuple[list[d
             if batch:
                 progress = time.monotonic()
             elif time.monotonic() - progress > STALLED:
-                raise AuditError(f"nothing read from {topic}[{tp.partition}] for {STALLED:.0f} s")
+                raise ReadError(f"nothing read from {topic}[{tp.partition}] for {STALLED:.0f} s")
             records += [orjson.loads(m.value) for m in batch if m.key == key and m.value is not None]
         return records, f"{topic}[{tp.partition}], offsets up to {end:,}"
     finally:

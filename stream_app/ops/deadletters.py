@@ -24,14 +24,11 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from ..domain.timeutil import format_time
 from ..settings import Settings
+from .kafkaread import ReadError, partitions_of
 from .letters import EXCERPT, describe_payload, payload, text_of, where
 
 STALLED = 30.0
 """Seconds without reading anything, short of the end, before giving up."""
-
-
-class ReadError(RuntimeError):
-    """The topic cannot be read (it does not exist, the broker stops answering)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +74,7 @@ def render(letter: Letter, limit: int = EXCERPT) -> str:
     value = letter.value
     key = f"  key {letter.key}" if letter.key else ""
     return (
-        f"{format_time(letter.at)}  {where(value)}  {value.get('error', '?')}{key}\n"
+        f"{format_time(letter.at.replace(microsecond=0))}  {where(value)}  {value.get('error', '?')}{key}\n"
         f"  {value.get('detail', '')}\n"
         f"  {describe_payload(value, limit)}"
     )
@@ -95,19 +92,21 @@ class Reader:
     """Reads the dead-letter topic, all partitions, without a consumer group."""
 
     def __init__(self, settings: Settings, topic: str) -> None:
+        self.settings = settings
         self.topic = topic
         self.consumer = AIOKafkaConsumer(
-            **settings.kafka_options(), enable_auto_commit=False, max_partition_fetch_bytes=4 * 1024 * 1024
+            **settings.kafka_options(),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         self.partitions: list[TopicPartition] = []
         self.beyond: list[Letter] = []
 
     async def start(self, filters: Filters) -> dict[TopicPartition, int]:
         """Position every partition; returns the end offsets the listing stops at."""
+        numbers = await partitions_of(self.settings, self.topic)
         await self.consumer.start()
-        if self.topic not in await self.consumer.topics():
-            raise ReadError(f"topic {self.topic} does not exist")
-        numbers = sorted(self.consumer.partitions_for_topic(self.topic) or ())
         self.partitions = [TopicPartition(self.topic, p) for p in numbers]
         self.consumer.assign(self.partitions)
         ends: dict[TopicPartition, int] = await self.consumer.end_offsets(self.partitions)
@@ -208,8 +207,9 @@ async def run(
         for number in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(number)
     if not json_lines:
-        by_error = ", ".join(f"{error} {count:,}" for error, count in shown.most_common())
-        err.write(
-            f"{sum(shown.values()):,} dead letters on {topic}" + (f": {by_error}" if by_error else "") + "\n"
-        )
+        ranked = sorted(shown.items(), key=lambda item: (-item[1], item[0]))
+        by_error = ", ".join(f"{error} {count:,}" for error, count in ranked)
+        total = sum(shown.values())
+        noun = "dead letter" if total == 1 else "dead letters"
+        err.write(f"{total:,} {noun} on {topic}" + (f": {by_error}" if by_error else "") + "\n")
     return 0
