@@ -8,7 +8,7 @@ from typing import Any
 from .engine import apply_tick
 from .policy import Policy
 from .reasons import timezone_of
-from .state import SimState, state_from_dict, state_to_dict
+from .state import SimState, copy_state
 from .timeline import CANCEL, EXPIRE, EXPIRY_UPCOMING, GRACE_ENDING, MONTH_START, cancel_at, pending
 from .timeutil import format_time, month_bounds
 
@@ -28,7 +28,7 @@ def _time(value: datetime | None) -> str | None:
 def describe(stored: SimState, now: datetime, policy: Policy) -> dict[str, Any]:
     """The SIM as of ``now``: a copy is rolled forward first, so a month start that is
     due but not yet swept already shows (the stored state is left untouched)."""
-    state = apply_tick(state_from_dict(state_to_dict(stored)), now, policy).state
+    state = apply_tick(copy_state(stored), now, policy).state
     sub = state.subscription
     used = state.usage(state.month).used_bytes if state.month in state.months else 0
     quota = sub.quota_bytes if sub is not None else None

@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 from . import outputs as out
 from .inputs import BalanceEvent, ManualRequest, Subscription, UsageRecord
+from .memory import id_hash
 from .outputs import Output, Rejection
 from .policy import Policy
 from .quota import evaluate_month, quota_reached
@@ -59,25 +60,13 @@ def new_state(iccid: str, now: datetime, policy: Policy) -> SimState:
     return SimState(iccid=iccid, month=month_of(now, policy.timezone))
 
 
-def _forget_old_ids(state: SimState, cutoff: float, cap: int) -> None:
-    """Drop ids whose time fell out of the horizon, oldest first.
-
-    Ids are kept in arrival order; records mostly arrive in time order, so expired ids
-    sit at the front and this costs O(expired). A late id stuck behind a newer one is
-    kept a little longer, which is harmless: its record would be refused by the horizon
-    check before the dedupe check.
-    """
-    seen = state.seen
-    while seen:
-        first = next(iter(seen))
-        if seen[first] >= cutoff and len(seen) <= cap:
-            return
-        del seen[first]
-
-
-def _remember(state: SimState, key: str, at: datetime, policy: Policy, now: datetime) -> None:
-    state.seen[key] = at.timestamp()
-    _forget_old_ids(state, (now - policy.dedupe_horizon).timestamp(), policy.dedupe_max_ids)
+def _remember(state: SimState, digest: bytes, at: datetime, policy: Policy, now: datetime) -> None:
+    state.ids.add(
+        digest,
+        int(at.timestamp() // 60),
+        int((now - policy.dedupe_horizon).timestamp() // 60),
+        policy.dedupe_max_ids,
+    )
 
 
 def _from_the_future(state: SimState, at: datetime, now: datetime, policy: Policy, name: str) -> Step | None:
@@ -105,9 +94,10 @@ def apply_usage(state: SimState, record: UsageRecord, now: datetime, policy: Pol
         return refused
     ctx = Ctx(now, policy)
     advance(state, ctx)
-    if record.record_id in state.seen:
+    digest = id_hash(record.record_id)
+    if digest in state.ids:
         return Step(state, ctx.emitted, "duplicate")
-    _remember(state, record.record_id, record.start, policy, now)
+    _remember(state, digest, record.start, policy, now)
 
     month = month_of(record.start, timezone_of(state, policy))
     usage = state.usage(month)
@@ -224,12 +214,12 @@ def apply_request(state: SimState, request: ManualRequest, now: datetime, policy
         return refused
     ctx = Ctx(now, policy)
     advance(state, ctx)
-    key = f"request:{request.request_id}"
-    if key in state.seen:
+    digest = id_hash(f"request:{request.request_id}")
+    if digest in state.ids:
         return Step(state, ctx.emitted, "duplicate")
     # Remembered from when it was applied (not its own ``at``), for the dedupe horizon:
     # a redelivery after a crash comes within minutes, whatever the request's age.
-    _remember(state, key, now, policy, now)
+    _remember(state, digest, now, policy, now)
     why = _refusal(state, request, now)
     if why is not None:
         ctx.emitted.append(

@@ -1,9 +1,10 @@
-"""Per-SIM state: everything the rules need to decide, in one value per ICCID.
+"""Per-SIM state: everything the rules need to decide about one ICCID.
 
-One value holds the subscription, the reason set, the months' usage and fired alerts,
-and the dedupe memory. Keeping the dedupe memory in the same value as the totals is
-what makes at-least-once processing exact: a record reprocessed after a crash finds its
-own id next to the total it was added to (R2).
+The subscription, the reason set, the months' usage and fired alerts, and the dedupe
+memory (memory.py). How it is stored (codec.py) keeps the month's total and the newest
+remembered ids in one value: that is what makes at-least-once processing exact, since a
+record processed again after a crash finds its own id next to the total it was added
+to (R2).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from .inputs import Subscription
+from .memory import IdMemory
 from .timeutil import format_time, parse_time
 
 ACTIVE, SUSPENDED, CANCELLED = "active", "suspended", "cancelled"
@@ -39,8 +41,8 @@ class SimState:
     reasons: set[str] = field(default_factory=set)
     cancelled: bool = False
     months: dict[str, MonthUsage] = field(default_factory=dict)
-    seen: dict[str, float] = field(default_factory=dict)
-    """record_id -> start (epoch seconds), kept while the start is within the horizon."""
+    ids: IdMemory = field(default_factory=IdMemory)
+    """The record ids (and request ids) counted, while their start is within the horizon."""
     partition: int | None = None
     """The input partition the SIM lives in; lets a worker find its own SIMs after recovery."""
     balance: int | None = None
@@ -64,6 +66,9 @@ class SimState:
         if found is None:
             found = self.months[month] = MonthUsage()
         return found
+
+
+_UNUSED = MonthUsage()
 
 
 def _subscription_to_dict(sub: Subscription) -> dict[str, Any]:
@@ -94,20 +99,17 @@ def _subscription_from_dict(obj: dict[str, Any]) -> Subscription:
     )
 
 
-def state_to_dict(state: SimState) -> dict[str, Any]:
-    """A JSON-ready mapping; compact because millions of these sit in the changelog."""
+def profile_to_dict(state: SimState) -> dict[str, Any]:
+    """Everything but the identity, the month and the dedupe memory, JSON-ready."""
     return {
-        "v": 1,
-        "iccid": state.iccid,
-        "month": state.month,
         "sub": _subscription_to_dict(state.subscription) if state.subscription else None,
         "reasons": sorted(state.reasons),
         "cancelled": state.cancelled,
         "months": {
             m: [u.used_bytes, u.thresholds_fired, u.forecast_fired, u.unknown_alerted, u.late_alerted]
             for m, u in state.months.items()
+            if u != _UNUSED  # an untouched month is the same as no month
         },
-        "seen": state.seen,
         "p": state.partition,
         "balance": state.balance,
         "balance_at": format_time(state.balance_at) if state.balance_at else None,
@@ -117,15 +119,15 @@ def state_to_dict(state: SimState) -> dict[str, Any]:
     }
 
 
-def state_from_dict(obj: dict[str, Any]) -> SimState:
+def profile_from_dict(iccid: str, month: str, ids: IdMemory, obj: dict[str, Any]) -> SimState:
     return SimState(
-        iccid=obj["iccid"],
-        month=obj["month"],
+        iccid=iccid,
+        month=month,
         subscription=_subscription_from_dict(obj["sub"]) if obj["sub"] else None,
         reasons=set(obj["reasons"]),
         cancelled=obj["cancelled"],
         months={m: MonthUsage(u[0], list(u[1]), u[2], u[3], u[4]) for m, u in obj["months"].items()},
-        seen=dict(obj["seen"]),
+        ids=ids,
         partition=obj["p"],
         balance=obj["balance"],
         balance_at=parse_time(obj["balance_at"]) if obj["balance_at"] else None,
@@ -133,3 +135,19 @@ def state_from_dict(obj: dict[str, Any]) -> SimState:
         fired=set(obj["fired"]),
         history=list(obj["history"]),
     )
+
+
+def copy_state(state: SimState) -> SimState:
+    """An independent copy (the memory's parts are immutable bytes, shared safely)."""
+    return profile_from_dict(state.iccid, state.month, IdMemory(*state.ids.parts()), profile_to_dict(state))
+
+
+def canonical(state: SimState) -> dict[str, Any]:
+    """The state as a plain value: two states that decide alike compare equal (an
+    untouched month and no month are the same)."""
+    return {
+        "iccid": state.iccid,
+        "month": state.month,
+        "ids": state.ids.parts(),
+        **profile_to_dict(state),
+    }

@@ -86,7 +86,7 @@ class Metrics:
         self.read_back = Counter(
             "stream_app_read_back_messages",
             "Input messages read from the broker by the worker itself: Faust fetched them and"
-            " never delivered them in order (README Reliability)",
+            " never delivered them in order (docs/reliability.md)",
             ["topic"],
             registry=registry,
         )

@@ -379,7 +379,7 @@ def test_the_replay_covers_every_output_kind_the_engine_emits() -> None:
         schema("command")["properties"]["action"]["enum"]
     )
     kinds = {a["kind"] for a in _values(outputs, "sim.alerts")}
-    assert kinds == set(schema("alert")["properties"]["kind"]["enum"])  # the kinds of DESIGN.md
+    assert kinds == set(schema("alert")["properties"]["kind"]["enum"])  # the kinds of docs/rules.md
     reasons = schema("audit")["$defs"]["reason"]["enum"]
     assert {(a["change"], a["reason"]) for a in _values(outputs, "sim.audit")} == {
         *((change, reason) for change in ("reason_added", "reason_cleared") for reason in reasons),
