@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from .tools.feed import FeedOptions
 
 
+DEFAULT_LAST = 20
+"""Dead letters `stream-app deadletters` shows when given neither --last nor --since."""
+
+
 def _add_feed_options(parser: argparse.ArgumentParser, rate: float) -> None:
     parser.add_argument("--sims", type=int, default=1000, help="fleet size (1000)")
     parser.add_argument("--rate", type=float, default=rate, help=f"usage messages per second ({rate:g})")
@@ -115,7 +119,12 @@ def parser() -> argparse.ArgumentParser:
         "--error", action="append", default=[], help="error code (repeatable), e.g. invalid_json"
     )
     letters.add_argument("--since", help="written since: an RFC 3339 time, or a duration ago (30m, 2h, 7d)")
-    letters.add_argument("--last", type=int, metavar="N", help="only the last N that match")
+    letters.add_argument(
+        "--last",
+        type=int,
+        metavar="N",
+        help=f"only the last N that match (default {DEFAULT_LAST} without --since)",
+    )
     letters.add_argument("--json", action="store_true", help="one JSON object a line, for scripts")
     _command(
         commands,
@@ -274,7 +283,8 @@ def _deadletters(settings: Settings, args: argparse.Namespace) -> int:
         topics=frozenset(logical.get(topic, topic) for topic in args.topic),
         errors=frozenset(args.error),
         since=since,
-        last=args.last,
+        # like tail: the latest few unless a time or a number is asked for
+        last=args.last if args.last is not None or since is not None else DEFAULT_LAST,
     )
     try:
         return asyncio.run(

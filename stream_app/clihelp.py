@@ -138,16 +138,17 @@ examples:
   stream-app replay march.jsonl > out.jsonl && stream-app audit 89860012345678901234 --from out.jsonl"""
 
 DEADLETTERS = """\
-Show what the worker refused, from the dead-letter topic: when, where the message was
-(topic[partition]@offset), the error and its detail, and the original payload (text when
-it is UTF-8, hex otherwise; long payloads cut). Ctrl-C or SIGTERM stop --follow."""
+Show what the worker refused, from the dead-letter topic, oldest first: when it was
+refused, where the message was (topic[partition]@offset), the error and its detail, and
+the original payload (text when it is UTF-8, hex otherwise; long payloads cut). By
+default the last 20; --since and --last choose others. Ctrl-C or SIGTERM stop --follow."""
 
 DEADLETTERS_EPILOG = """\
 output:  three lines a letter and a count by error on standard error; with --json one
          JSON object a line: the dead letter as written, plus at (when it was written),
          key and payload_text (the whole payload as text, or null when not UTF-8)
 examples:
-  stream-app deadletters --last 20
+  stream-app deadletters --last 100
   stream-app deadletters --topic sim.usage --error invalid_json --since 2h
   stream-app deadletters --follow --json | jq .detail"""
 

@@ -223,6 +223,10 @@ async def run_demo(base: Settings, options: FeedOptions, duration: float | None)
         one = fleet(options)[0].iccid
         say(f"demo: metrics  http://127.0.0.1:{port}/metrics")
         say(f"demo: one SIM  http://127.0.0.1:{port}/sims/{one}   (or: stream-app sim {one})")
+        say(f"demo: its trail  STREAM_APP_TOPIC_AUDIT={settings.topic('audit')} stream-app audit {one}")
+        say(
+            f"demo: refused    STREAM_APP_TOPIC_DEADLETTER={settings.topic('deadletter')} stream-app deadletters"
+        )
         say("demo: Ctrl-C stops the demo")
         summary, counts = Summary(), FeedCounts()
 
