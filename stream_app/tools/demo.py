@@ -194,6 +194,18 @@ async def _until_done(
         show()
 
 
+def _introduce(settings: Settings, one: str) -> None:
+    """Where to look while the demo runs."""
+    port = settings.web_port
+    print(f"demo: metrics  http://127.0.0.1:{port}/metrics")
+    print(f"demo: one SIM  http://127.0.0.1:{port}/sims/{one}   (or: stream-app sim {one})")
+    print(f"demo: its trail  STREAM_APP_TOPIC_AUDIT={settings.topic('audit')} stream-app audit {one}")
+    print(
+        f"demo: refused    STREAM_APP_TOPIC_DEADLETTER={settings.topic('deadletter')} stream-app deadletters"
+    )
+    print("demo: Ctrl-C stops the demo")
+
+
 async def run_demo(base: Settings, options: FeedOptions, duration: float | None) -> int:
     """Run until ``duration`` is up, a stop signal, the worker's death or the feed's end;
     always stop the feed, print the summary and stop the worker. Exit status 0 when
@@ -220,14 +232,7 @@ async def run_demo(base: Settings, options: FeedOptions, duration: float | None)
             if await stop.wait(0.5):
                 say(f"demo: stopped by {stop.by} before the worker was ready")
                 return 0
-        one = fleet(options)[0].iccid
-        say(f"demo: metrics  http://127.0.0.1:{port}/metrics")
-        say(f"demo: one SIM  http://127.0.0.1:{port}/sims/{one}   (or: stream-app sim {one})")
-        say(f"demo: its trail  STREAM_APP_TOPIC_AUDIT={settings.topic('audit')} stream-app audit {one}")
-        say(
-            f"demo: refused    STREAM_APP_TOPIC_DEADLETTER={settings.topic('deadletter')} stream-app deadletters"
-        )
-        say("demo: Ctrl-C stops the demo")
+        _introduce(settings, fleet(options)[0].iccid)
         summary, counts = Summary(), FeedCounts()
 
         def progress(latest: FeedCounts) -> None:
