@@ -3,7 +3,10 @@ formats, and an example. Plain text for a terminal (argparse keeps the line brea
 
 from __future__ import annotations
 
+import textwrap
+
 from .settings import VARIABLES
+from .topics import REGISTRY
 
 MAIN = """\
 stream-app: a streaming usage processor for IoT SIM cards. Workers read carrier usage
@@ -33,6 +36,15 @@ _KEY_SETTINGS = (
 )
 
 
+def _names(direction: str) -> str:
+    names = [spec.default_name for spec in REGISTRY if spec.direction == direction]
+    return ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, width=88, initial_indent="  ", subsequent_indent="  ", break_on_hyphens=False)
+
+
 def _key_settings() -> str:
     defaults = {v.name: v.default for v in VARIABLES}
     return "\n".join(f"  {name:<26}{defaults[name] or '-'}" for name in _KEY_SETTINGS)
@@ -47,14 +59,21 @@ the partitions. Ctrl-C or SIGTERM stops it cleanly."""
 
 WORKER_EPILOG = f"""\
 input:
-  JSON messages on sim.usage, sim.subscriptions, sim.billing and sim.requests, keyed by
-  the upper-case ICCID (schemas/ has every message's JSON Schema). A message that cannot
-  be applied goes to sim.deadletter, and a summary of them is logged at most once a
-  minute per topic and error ('stream-app deadletters' shows each one).
+{
+    _wrap(
+        f"JSON messages on {_names('in')}, keyed by the upper-case ICCID (schemas/ has every "
+        "message's JSON Schema). A message that cannot be applied goes to sim.deadletter, and a "
+        "summary of them is logged at most once a minute per topic and error ('stream-app "
+        "deadletters' shows each one)."
+    )
+}
 output:
-  JSON messages on sim.commands, sim.alerts, sim.charges, sim.audit and sim.deadletter;
-  log lines on standard output (text, or one JSON object a line with
-  STREAM_APP_LOG_FORMAT=json).
+{
+    _wrap(
+        f"JSON messages on {_names('out')}; log lines on standard output (text, or one JSON "
+        "object a line with STREAM_APP_LOG_FORMAT=json)."
+    )
+}
 settings (environment variables; the main ones and their defaults):
 {_key_settings()}
   'stream-app settings' lists every one with its default, its value here and its
