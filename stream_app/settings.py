@@ -108,10 +108,14 @@ VARIABLES: tuple[Variable, ...] = (
 _DEFAULTS = {v.name: v.default for v in VARIABLES}
 SECRETS = frozenset({"STREAM_APP_API_TOKEN", "STREAM_APP_KAFKA_SASL_PASSWORD"})
 """Never echoed: not in errors, repr, logs or metrics."""
-LOCAL_BROKER_VARIABLES: tuple[Variable, ...] = (
-    Variable("STREAM_APP_KAFKA_PORT", "9092", "local broker (stream-app broker, make run): client port"),
-    Variable("STREAM_APP_KAFKA_CONTROLLER_PORT", "9093", "local broker: KRaft controller port"),
-    Variable("STREAM_APP_KAFKA_HOME", ".kafka", "local broker: folder of its jars, data, log and pid"),
+LOCAL_BROKER_VARIABLES: tuple[Variable, ...] = tuple(
+    v
+    for v in (
+        Variable("STREAM_APP_KAFKA_PORT", "9092", "local broker (stream-app broker, make run): client port"),
+        Variable("STREAM_APP_KAFKA_CONTROLLER_PORT", "9093", "local broker: KRaft controller port"),
+        Variable("STREAM_APP_KAFKA_HOME", ".kafka", "local broker: folder of its jars, data, log and pid"),
+    )
+    if v.name not in _DEFAULTS  # one the worker reads too is documented in VARIABLES
 )
 """Read by the local development broker only, not by the worker."""
 FAUST_PREFIX = "STREAM_APP_FAUST_"
