@@ -49,7 +49,7 @@ Entry = tuple[bytes, bytes | None]
 
 PROFILE, MIDDLE_TIER, SEGMENT = b"/p", b"/m", b"/s"
 _VERSION = 2
-_LANE, _CANCELLED, _EMBEDDED = 1, 2, 4
+_LANE, _CANCELLED, _EMBEDDED, _THROTTLED = 1, 2, 4, 8
 REASON_BITS = {"quota": 1, "arrears": 2, "expiry": 4, "manual": 8, "pool": 16}
 _CARD = struct.Struct("<BBBxiIqIIdqqIH")
 """version, flags, reasons, partition (-1: none), month (YYYYMM), the month's total,
@@ -120,7 +120,7 @@ def _month_number(month: str) -> int:
 def _card(hot: Hot, profile: bytes | None) -> bytes:
     lane = hot.lane
     flags = (_LANE if lane is not None else 0) | (_CANCELLED if hot.status == "cancelled" else 0)
-    flags |= _EMBEDDED if profile is not None else 0
+    flags |= (_EMBEDDED if profile is not None else 0) | (_THROTTLED if hot.throttled else 0)
     reasons = 0
     for reason in hot.reasons:
         reasons |= REASON_BITS[reason]
@@ -196,6 +196,7 @@ class Card:
     reasons: frozenset[str]
     due: float
     partition: int | None
+    throttled: bool = False
 
 
 _REASONS = tuple(REASON_BITS.items())
@@ -209,10 +210,11 @@ def read_card(iccid: str, raw: bytes, policy: Policy) -> Card:
     """The index fields of a SIM's card (``raw`` is the value under the ICCID key)."""
     if raw[:1] == b"{":
         hot = stored_of(_state_v1(iccid, orjson.loads(raw)), policy).hot
-        return Card(iccid, hot.status, hot.reasons, hot.due, hot.partition)
+        return Card(iccid, hot.status, hot.reasons, hot.due, hot.partition, hot.throttled)
     _v, flags, reasons, partition, _month, _used, _start, _end, due, *_lane = _CARD.unpack_from(raw)
     status = "cancelled" if flags & _CANCELLED else "suspended" if reasons else "active"
-    return Card(iccid, status, _reasons(reasons), due, None if partition < 0 else partition)
+    where = None if partition < 0 else partition
+    return Card(iccid, status, _reasons(reasons), due, where, bool(flags & _THROTTLED))
 
 
 def load_sim(iccid: str, get: Callable[[bytes], bytes | None], policy: Policy) -> Stored | None:

@@ -17,12 +17,11 @@ from .inputs import BalanceEvent, ManualRequest, Subscription, UsageRecord
 from .memory import id_hash
 from .outputs import Output, Rejection
 from .policy import Policy
-from .quota import evaluate_month, quota_reached
+from .quota import add_addons, evaluate_month, lift, month_quota, over_quota
 from .reasons import (
     ARREARS,
     EXPIRY,
     MANUAL,
-    QUOTA,
     Ctx,
     add_reason,
     clear_reason,
@@ -54,6 +53,8 @@ class Step(NamedTuple):
     outcome: str
     """accepted | duplicate | late | unknown_sim | stale | cancelled | refused | rejected | tick"""
     rejection: Rejection | None = None
+    addons: int = 0
+    """Add-on packs counted by this step (R22)."""
 
 
 def new_state(iccid: str, now: datetime, policy: Policy) -> SimState:
@@ -124,7 +125,11 @@ def apply_usage(state: SimState, record: UsageRecord, now: datetime, policy: Pol
         return Step(state, ctx.emitted, "unknown_sim")
     if month < state.month:
         # R3: late usage counts for its own month and never suspends the current one.
-        if not usage.late_alerted and not quota_reached(before, sub) and quota_reached(usage.used_bytes, sub):
+        if (
+            not usage.late_alerted
+            and not over_quota(state, month, before)
+            and over_quota(state, month, usage.used_bytes)
+        ):
             usage.late_alerted = True
             ctx.emitted.append(
                 out.alert(
@@ -135,7 +140,7 @@ def apply_usage(state: SimState, record: UsageRecord, now: datetime, policy: Pol
                     month,
                     month=month,
                     used_bytes=usage.used_bytes,
-                    quota_bytes=sub.quota_bytes,
+                    quota_bytes=month_quota(state, month),
                     detail="late usage pushed an earlier month past its quota",
                 )
             )
@@ -148,7 +153,8 @@ def apply_usage(state: SimState, record: UsageRecord, now: datetime, policy: Pol
 
 def apply_subscription(state: SimState, sub: Subscription, now: datetime, policy: Policy) -> Step:
     """A newer subscription replaces the older one and the SIM is evaluated at once
-    (R7, R14); it renews an expired plan (R11), or starts a cancelled number's new life."""
+    (R7, R14, R22); it renews an expired plan (R11), or starts a cancelled number's new
+    life."""
     ctx = Ctx(now, policy)
     advance(state, ctx)
     old = state.subscription
@@ -160,16 +166,15 @@ def apply_subscription(state: SimState, sub: Subscription, now: datetime, policy
             return Step(state, ctx.emitted, "cancelled")
         start_new_life(state, ctx, "renewal", now, cause)
     state.subscription = sub
+    counted = add_addons(state)
     if EXPIRY in state.reasons and (sub.expires_at is None or sub.expires_at > now):
         state.expired_at = None
         clear_reason(state, ctx, EXPIRY, "renewal", now, cause, cause)
     forget_old_occasions(state)
     advance(state, ctx)  # a new zone may be in a later month; a new expiry may be past
-    used = state.usage(state.month).used_bytes
-    if QUOTA in state.reasons and not quota_reached(used, sub):
-        clear_reason(state, ctx, QUOTA, "quota_raised", now, cause, state.month)
+    lift(state, ctx, cause)
     evaluate_month(state, ctx, state.month, "usage", cause)
-    return Step(state, ctx.emitted, "accepted")
+    return Step(state, ctx.emitted, "accepted", addons=counted)
 
 
 def apply_balance(state: SimState, event: BalanceEvent, now: datetime, policy: Policy) -> Step:
@@ -203,7 +208,7 @@ def _refusal(state: SimState, request: ManualRequest, now: datetime) -> str | No
         return "the plan is not valid now"
     if state.balance is not None and state.balance < 0:
         return "the account is in arrears"
-    if quota_reached(state.usage(state.month).used_bytes, sub):
+    if over_quota(state, state.month, state.usage(state.month).used_bytes):
         return "this month's usage has reached the quota"
     return None
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from .memory import IdMemory
 from .policy import Policy
+from .quota import month_quota
 from .reasons import QUOTA, timezone_of
 from .state import SimState
 from .timeline import due_at
@@ -50,7 +51,7 @@ def lane_of(state: SimState, policy: Policy, due: float | None = None) -> Lane |
     """The SIM's lane, or None when its records always take the general path.
     ``due``: the SIM's ``due_at`` as a timestamp, when the caller has it already."""
     sub = state.subscription
-    if sub is None or state.cancelled:
+    if sub is None or state.cancelled or sub.pool_id is not None:
         return None
     start, end = month_bounds(state.month, timezone_of(state, policy))
     month_start, month_end = start.timestamp(), end.timestamp()
@@ -58,13 +59,17 @@ def lane_of(state: SimState, policy: Policy, due: float | None = None) -> Lane |
         return None  # stored in whole minutes
     usage = state.months.get(state.month)
     fired = usage.thresholds_fired if usage is not None else []
-    quota = sub.quota_bytes
+    quota = month_quota(state, state.month)
+    if quota is None:
+        return None
     limits = [
         math.ceil(threshold * quota)
         for threshold in (sub.warn_at if sub.warn_at is not None else policy.warn_at)
         if threshold not in fired
     ]
-    if sub.auto_suspend and QUOTA not in state.reasons:
+    if (sub.on_quota == "suspend" and QUOTA not in state.reasons) or (
+        sub.on_quota == "throttle" and not state.throttled
+    ):
         limits.append(quota)
     forecast_fired = usage is not None and usage.forecast_fired
     return Lane(
@@ -134,6 +139,7 @@ class Hot:
     status: str
     reasons: frozenset[str]
     partition: int | None
+    throttled: bool = False
 
 
 def hot_of(state: SimState, policy: Policy) -> Hot:
@@ -149,4 +155,5 @@ def hot_of(state: SimState, policy: Policy) -> Hot:
         state.status,
         frozenset(state.reasons),
         state.partition,
+        state.throttled,
     )

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .inputs import Subscription
+from .inputs import Addon, Subscription
 from .memory import IdMemory
 from .timeutil import format_time, parse_time
 
@@ -54,6 +54,11 @@ class SimState:
     """Lifecycle occasions already acted on (expiry, warnings, charges), so each happens once."""
     history: list[dict[str, Any]] = field(default_factory=list)
     """The last commands sent, newest last (for "why is this card stopped?")."""
+    addons: dict[str, tuple[str, int]] = field(default_factory=dict)
+    """Add-on packs counted (R22): addon_id -> (month, bytes), each id once, kept while
+    its month is kept."""
+    throttled: bool = False
+    """Slowed down for reaching the quota (R23): a dimension of its own, not a reason."""
 
     @property
     def status(self) -> str:
@@ -82,6 +87,10 @@ def _subscription_to_dict(sub: Subscription) -> dict[str, Any]:
         "warn_at": list(sub.warn_at) if sub.warn_at is not None else None,
         "timezone": sub.timezone,
         "updated_at": format_time(sub.updated_at),
+        "pool_id": sub.pool_id,
+        "on_quota": sub.on_quota,
+        "throttle_kbps": sub.throttle_kbps,
+        "addons": [[a.addon_id, a.month, a.bytes] for a in sub.addons],
     }
 
 
@@ -96,6 +105,10 @@ def _subscription_from_dict(obj: dict[str, Any]) -> Subscription:
         warn_at=tuple(obj["warn_at"]) if obj["warn_at"] is not None else None,
         timezone=obj["timezone"],
         updated_at=parse_time(obj["updated_at"]),
+        pool_id=obj.get("pool_id"),
+        on_quota=obj.get("on_quota") or ("suspend" if obj["auto_suspend"] else "notify"),
+        throttle_kbps=obj.get("throttle_kbps"),
+        addons=tuple(Addon(*a) for a in obj.get("addons", ())),
     )
 
 
@@ -116,6 +129,8 @@ def profile_to_dict(state: SimState) -> dict[str, Any]:
         "expired_at": format_time(state.expired_at) if state.expired_at else None,
         "fired": sorted(state.fired),
         "history": state.history,
+        "addons": state.addons,
+        "throttled": state.throttled,
     }
 
 
@@ -134,6 +149,8 @@ def profile_from_dict(iccid: str, month: str, ids: IdMemory, obj: dict[str, Any]
         expired_at=parse_time(obj["expired_at"]) if obj["expired_at"] else None,
         fired=set(obj["fired"]),
         history=list(obj["history"]),
+        addons={k: (v[0], v[1]) for k, v in obj.get("addons", {}).items()},
+        throttled=obj.get("throttled", False),
     )
 
 

@@ -271,7 +271,7 @@ class Worker:
     ) -> None:
         metrics = self.metrics
         outcomes: Counter[str] = Counter(decision.outcome for _incoming, decision in invalid)
-        counted = 0
+        counted = addons = 0
         sent_at = time.time()
         for incoming, _decision in invalid:
             if incoming.received is not None:
@@ -279,6 +279,7 @@ class Worker:
         for sim in sims:
             for incoming, decision in sim.decisions:
                 outcomes[decision.outcome] += 1
+                addons += decision.addons
                 item = decision.item
                 if isinstance(item, UsageRecord):
                     metrics.freshness.observe(max((now - item.end).total_seconds(), 0.0))
@@ -290,6 +291,8 @@ class Worker:
             metrics.input_messages.labels(logical, outcome).inc(number)
         if counted:
             metrics.usage_bytes.inc(counted)
+        if addons:
+            metrics.addons.inc(addons)
 
     async def _on_tick(self, stream: Any) -> None:
         async for event in stream.events():
@@ -374,6 +377,7 @@ class Worker:
             metrics.sims.labels(status).set(statuses[status])
         for reason in ("quota", "arrears", "expiry", "manual"):
             metrics.suspended_sims.labels(reason).set(reasons[reason])
+        metrics.throttled_sims.set(statuses["throttled"])
         inputs = {self.settings.topic(t) for t in INPUTS}
         consumer = self.app.consumer
         committed = getattr(consumer, "_committed_offset", {})

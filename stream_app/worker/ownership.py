@@ -19,10 +19,11 @@ from ..schedule import DueIndex
 class Summary(NamedTuple):
     status: str
     reasons: frozenset[str]
+    throttled: bool
 
 
 def summary(state: Hot | Card) -> Summary:
-    return Summary(state.status, state.reasons)
+    return Summary(state.status, state.reasons, state.throttled)
 
 
 @dataclass(slots=True)
@@ -33,6 +34,7 @@ class PartitionBook:
 
     def count(self, item: Summary, sign: int) -> None:
         self.statuses[item.status] += sign
+        self.statuses["throttled"] += sign * item.throttled
         for reason in item.reasons:
             self.reasons[reason] += sign
 

@@ -46,6 +46,8 @@ event = st.one_of(
         st.sampled_from(ZONES),
         st.sampled_from([None, [0.5], [0.25, 0.75, 1.0]]),
         st.sampled_from([None, 2, 40]),  # expires in days
+        st.sampled_from([None, "throttle", "notify", "suspend"]),  # on_quota
+        st.sampled_from([[], ["2026-03"], ["2026-04"], ["2026-03", "2026-04"]]),  # add-on months
     ),
     st.tuples(st.just("balance"), st.sampled_from([ICCID, OTHER]), st.integers(-100, 100)),
     st.tuples(st.just("request"), st.sampled_from([ICCID, OTHER]), st.sampled_from(["suspend", "resume"])),
@@ -72,8 +74,13 @@ def _lines(stream: list[tuple[int, tuple[Any, ...]]]) -> list[bytes]:
             }
             lines.append(line("sim.usage", value))
         elif kind == "subscription":
-            quota, auto, zone, warn_at, expires = rest
+            quota, auto, zone, warn_at, expires, on_quota, packs = rest
             extra: dict[str, Any] = {}
+            if on_quota is not None:
+                extra["on_quota"] = on_quota
+                extra["throttle_kbps"] = 64
+            if packs:
+                extra["addons"] = [{"addon_id": f"p{n}-{m}", "month": m, "bytes": 10**8} for m in packs]
             if zone is not None:
                 extra["timezone"] = zone
             if warn_at is not None:
@@ -121,7 +128,7 @@ def test_the_fast_lane_takes_the_common_records() -> None:
     """The comparison above means something only if the lane is taken: a steady SIM's
     records mostly are."""
     stream: list[tuple[int, tuple[Any, ...]]] = [
-        (0, ("subscription", ICCID, 40 * GB, True, None, None, None))
+        (0, ("subscription", ICCID, 40 * GB, True, None, None, None, None, []))
     ]
     stream += [(15, ("usage", ICCID, n, 1000, -14)) for n in range(200)]
     _out, _states, taken = _run(_lines(stream), fast=True)
@@ -160,3 +167,21 @@ def test_the_lane_steps_aside_at_each_boundary() -> None:
     assert fast_usage(quiet, 0, memory, id_hash("q"), 86000, 86300, 10, 86400.0, policy) == 10
     memory.add(id_hash("seen"), 0, 0, 100)
     assert fast_usage(lane, 0, memory, id_hash("seen"), now - 600, now - 60, 5, now, policy) == DUPLICATE
+
+
+def test_the_lane_stops_at_the_quota_when_the_quota_acts() -> None:
+    """Even when no threshold is left to fire, reaching the quota suspends or throttles."""
+    from stream_app.domain import apply_subscription, new_state, subscription
+    from stream_app.domain.fast import NO_LIMIT, lane_of
+
+    policy = Policy(warn_at=(0.5,))
+    now = t("2026-03-20T00:00:00Z")
+    for on_quota, limit in (("suspend", 4 * GB), ("throttle", 4 * GB), ("notify", NO_LIMIT)):
+        state = new_state(ICCID, now, policy)
+        message = subscription_msg(quota=3 * GB, on_quota=on_quota, throttle_kbps=64, warn_at=[0.5])
+        message["addons"] = [{"addon_id": "a", "month": "2026-03", "bytes": GB}]
+        apply_subscription(state, subscription(message), now, policy)
+        state.usage(state.month).thresholds_fired.append(0.5)
+        lane = lane_of(state, policy)
+        assert lane is not None and lane.limit == limit, on_quota
+        assert lane.forecast_quota == 4 * GB
