@@ -64,6 +64,7 @@ from .metrics import Metrics
 from .offsets import Ledger, Partition
 from .ownership import POOL_DUE, Books, PartitionBook, Summary, summary
 from .pooling import decide_pools
+from .refusals import Refusals
 from .writer import Write, Writer, Written
 
 log = logging.getLogger("stream_app")
@@ -86,6 +87,7 @@ class Worker:
         self.clock = settings.clock()
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry)
+        self.refusals = Refusals(log)  # dead letters summarised in the log
         self.app = faust.App(
             settings.app_id,
             broker=[f"kafka://{host.strip()}" for host in settings.bootstrap_servers.split(",")],
@@ -189,6 +191,7 @@ class Worker:
             metrics.charges.labels(value["kind"]).inc()
         elif topic == DEADLETTER:
             metrics.dead_letters.labels(value["topic"], value["error"]).inc()
+            self.refusals.add(value)
 
     async def book(self, partition: int) -> PartitionBook:
         """This partition's book, built from the table on first use after a rebalance.
