@@ -49,6 +49,11 @@ def render(body: dict[str, Any]) -> str:
     lines.append(f"month {body['month']}: {_bytes(used)} used{share}, {_bytes(left)} left")
     for addon in body.get("addons", []):
         lines.append(f"  add-on {addon['addon_id']}: +{_bytes(addon['bytes'])} for {addon['month']}")
+    member = body.get("pool")
+    if member:
+        held = f"ran out, held until {member['until']}" if member["exhausted"] else "has room"
+        counted = _bytes(member["counted_this_month"])
+        lines.append(f"pool {member['pool_id']}: {held}; {counted} counted for it")
     forecast = body.get("forecast")
     if forecast and forecast["before_month_end"]:
         lines.append(f"forecast: quota runs out at {forecast['exhaustion_at']}, before the month ends")
