@@ -13,6 +13,9 @@ from .settings import Settings, SettingsError
 if TYPE_CHECKING:
     from .tools.feed import FeedOptions
 
+KAFKA_COMMANDS = frozenset({"worker", "demo", "feed", "topics"})
+"""Commands that talk to Kafka: asked first whether a broker answers (tools/reach.py)."""
+
 
 def _add_feed_options(parser: argparse.ArgumentParser, rate: float) -> None:
     parser.add_argument("--sims", type=int, default=1000, help="fleet size (1000)")
@@ -68,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
+    if args.command in KAFKA_COMMANDS and not _kafka_answers(args.command, settings):
+        return 1
     if args.command == "worker":
         from .worker.app import run_worker
 
@@ -104,9 +109,30 @@ def main(argv: list[str] | None = None) -> int:
         from .ops.simview import show
 
         return show(settings, args.iccid)
+    return _create_topics(settings)
+
+
+def _kafka_answers(command: str, settings: Settings) -> bool:
+    from .tools.reach import Unreachable, check
+
+    try:
+        check(settings)
+    except Unreachable as exc:
+        print(f"stream-app {command}: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
+def _create_topics(settings: Settings) -> int:
+    from aiokafka.errors import KafkaError
+
     from .tools.admin import ensure_topics
 
-    created = asyncio.run(ensure_topics(settings))
+    try:
+        created = asyncio.run(ensure_topics(settings))
+    except (KafkaError, RuntimeError) as exc:  # e.g. the broker went away, or partitions differ
+        print(f"stream-app topics: {exc}", file=sys.stderr)
+        return 1
     print(f"topics created: {', '.join(created) or 'none (all exist)'}")
     return 0
 
@@ -114,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
 def _broker(action: str) -> int:
     from .tools.localbroker import BrokerError, LocalBroker
 
-    broker = LocalBroker.from_env()
     try:
+        broker = LocalBroker.from_env()
         if action == "jars":
             print(broker.ensure_jars())
         elif action == "start":
