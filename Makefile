@@ -21,11 +21,15 @@ jars: setup
 # topics, then runs the demo: a worker, a synthetic fleet on a simulated clock that
 # crosses a month start, and a live summary. `make run DEMO=0` runs only the worker on
 # the configured topics. Ctrl-C stops; the broker keeps running (`make broker-stop`).
+# The local broker listens on STREAM_APP_KAFKA_PORT (9092), and every client follows it
+# unless KAFKA_BOOTSTRAP_SERVERS is set. DEMO_ARGS go to `stream-app demo`, e.g.
+# DEMO_ARGS="--sims 50 --duration 30".
 DEMO ?= 1
+DEMO_ARGS ?=
 run: setup
 	@if [ -z "$$KAFKA_BOOTSTRAP_SERVERS" ]; then $(BIN)/stream-app broker start; fi
 	$(BIN)/stream-app topics create
-	@if [ "$(DEMO)" = "0" ]; then $(BIN)/stream-app worker; else $(BIN)/stream-app demo; fi
+	@if [ "$(DEMO)" = "0" ]; then $(BIN)/stream-app worker; else $(BIN)/stream-app demo $(DEMO_ARGS); fi
 
 lint: setup
 	$(BIN)/ruff check stream_app tests bench
