@@ -54,6 +54,8 @@ class Decision(NamedTuple):
     """The engine's outcome (see domain.engine.Step), or invalid | error."""
     item: UsageRecord | Subscription | BalanceEvent | ManualRequest | None = None
     """The validated input, when it was valid."""
+    addons: int = 0
+    """Add-on packs the input made count (R22)."""
 
 
 def parse(logical: str, raw: bytes | None, max_bytes: int, key: bytes | None = None) -> Input:
@@ -102,7 +104,7 @@ def apply(
         return rejected(source, raw, iccid, "internal_error", repr(exc), "error")
     if step.rejection is not None:
         return rejected(source, raw, iccid, step.rejection.error, step.rejection.detail, step.outcome)
-    return Decision(iccid, step.state, step.outputs, step.outcome, item)
+    return Decision(iccid, step.state, step.outputs, step.outcome, item, step.addons)
 
 
 def decide(

@@ -39,7 +39,7 @@ class Variable:
     help: str
 
 
-# The documented configuration table (README "Configuration" is generated from this).
+# The documented configuration table (docs/operations.md "Configuration" is generated from this).
 VARIABLES: tuple[Variable, ...] = (
     Variable(
         "KAFKA_BOOTSTRAP_SERVERS",
@@ -185,8 +185,8 @@ class Settings:
         guarantee = source.get("STREAM_APP_FAUST_PROCESSING_GUARANTEE", "at_least_once").strip()
         if guarantee.lower().replace("-", "_") != "at_least_once":
             # writer.py sends on Faust's plain producer, outside any transaction: exactly_once
-            # would commit offsets transactionally around writes that are not (README
-            # "Reliability" says why at-least-once was chosen).
+            # would commit offsets transactionally around writes that are not
+            # (docs/reliability.md says why at-least-once was chosen).
             problems.append(
                 f"STREAM_APP_FAUST_PROCESSING_GUARANTEE={guarantee!r}: only at_least_once is supported"
             )

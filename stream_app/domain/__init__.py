@@ -27,7 +27,7 @@ from .inputs import (
 )
 from .outputs import Output, Rejection
 from .policy import Policy
-from .state import SimState, state_from_dict, state_to_dict
+from .state import SimState, copy_state
 from .timeline import due_at
 
 __all__ = [
@@ -47,12 +47,11 @@ __all__ = [
     "apply_tick",
     "apply_usage",
     "balance_event",
+    "copy_state",
     "due_at",
     "iccid_of",
     "manual_request",
     "new_state",
-    "state_from_dict",
-    "state_to_dict",
     "subscription",
     "usage_record",
 ]

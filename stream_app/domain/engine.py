@@ -14,14 +14,14 @@ from typing import NamedTuple
 
 from . import outputs as out
 from .inputs import BalanceEvent, ManualRequest, Subscription, UsageRecord
+from .memory import id_hash
 from .outputs import Output, Rejection
 from .policy import Policy
-from .quota import evaluate_month, quota_reached
+from .quota import add_addons, evaluate_month, lift, month_quota, over_quota
 from .reasons import (
     ARREARS,
     EXPIRY,
     MANUAL,
-    QUOTA,
     Ctx,
     add_reason,
     clear_reason,
@@ -53,31 +53,21 @@ class Step(NamedTuple):
     outcome: str
     """accepted | duplicate | late | unknown_sim | stale | cancelled | refused | rejected | tick"""
     rejection: Rejection | None = None
+    addons: int = 0
+    """Add-on packs counted by this step (R22)."""
 
 
 def new_state(iccid: str, now: datetime, policy: Policy) -> SimState:
     return SimState(iccid=iccid, month=month_of(now, policy.timezone))
 
 
-def _forget_old_ids(state: SimState, cutoff: float, cap: int) -> None:
-    """Drop ids whose time fell out of the horizon, oldest first.
-
-    Ids are kept in arrival order; records mostly arrive in time order, so expired ids
-    sit at the front and this costs O(expired). A late id stuck behind a newer one is
-    kept a little longer, which is harmless: its record would be refused by the horizon
-    check before the dedupe check.
-    """
-    seen = state.seen
-    while seen:
-        first = next(iter(seen))
-        if seen[first] >= cutoff and len(seen) <= cap:
-            return
-        del seen[first]
-
-
-def _remember(state: SimState, key: str, at: datetime, policy: Policy, now: datetime) -> None:
-    state.seen[key] = at.timestamp()
-    _forget_old_ids(state, (now - policy.dedupe_horizon).timestamp(), policy.dedupe_max_ids)
+def _remember(state: SimState, digest: bytes, at: datetime, policy: Policy, now: datetime) -> None:
+    state.ids.add(
+        digest,
+        int(at.timestamp() // 60),
+        int((now - policy.dedupe_horizon).timestamp() // 60),
+        policy.dedupe_max_ids,
+    )
 
 
 def _from_the_future(state: SimState, at: datetime, now: datetime, policy: Policy, name: str) -> Step | None:
@@ -105,9 +95,10 @@ def apply_usage(state: SimState, record: UsageRecord, now: datetime, policy: Pol
         return refused
     ctx = Ctx(now, policy)
     advance(state, ctx)
-    if record.record_id in state.seen:
+    digest = id_hash(record.record_id)
+    if digest in state.ids:
         return Step(state, ctx.emitted, "duplicate")
-    _remember(state, record.record_id, record.start, policy, now)
+    _remember(state, digest, record.start, policy, now)
 
     month = month_of(record.start, timezone_of(state, policy))
     usage = state.usage(month)
@@ -134,7 +125,11 @@ def apply_usage(state: SimState, record: UsageRecord, now: datetime, policy: Pol
         return Step(state, ctx.emitted, "unknown_sim")
     if month < state.month:
         # R3: late usage counts for its own month and never suspends the current one.
-        if not usage.late_alerted and not quota_reached(before, sub) and quota_reached(usage.used_bytes, sub):
+        if (
+            not usage.late_alerted
+            and not over_quota(state, month, before)
+            and over_quota(state, month, usage.used_bytes)
+        ):
             usage.late_alerted = True
             ctx.emitted.append(
                 out.alert(
@@ -145,7 +140,7 @@ def apply_usage(state: SimState, record: UsageRecord, now: datetime, policy: Pol
                     month,
                     month=month,
                     used_bytes=usage.used_bytes,
-                    quota_bytes=sub.quota_bytes,
+                    quota_bytes=month_quota(state, month),
                     detail="late usage pushed an earlier month past its quota",
                 )
             )
@@ -158,7 +153,8 @@ def apply_usage(state: SimState, record: UsageRecord, now: datetime, policy: Pol
 
 def apply_subscription(state: SimState, sub: Subscription, now: datetime, policy: Policy) -> Step:
     """A newer subscription replaces the older one and the SIM is evaluated at once
-    (R7, R14); it renews an expired plan (R11), or starts a cancelled number's new life."""
+    (R7, R14, R22); it renews an expired plan (R11), or starts a cancelled number's new
+    life."""
     ctx = Ctx(now, policy)
     advance(state, ctx)
     old = state.subscription
@@ -170,16 +166,15 @@ def apply_subscription(state: SimState, sub: Subscription, now: datetime, policy
             return Step(state, ctx.emitted, "cancelled")
         start_new_life(state, ctx, "renewal", now, cause)
     state.subscription = sub
+    counted = add_addons(state)
     if EXPIRY in state.reasons and (sub.expires_at is None or sub.expires_at > now):
         state.expired_at = None
         clear_reason(state, ctx, EXPIRY, "renewal", now, cause, cause)
     forget_old_occasions(state)
     advance(state, ctx)  # a new zone may be in a later month; a new expiry may be past
-    used = state.usage(state.month).used_bytes
-    if QUOTA in state.reasons and not quota_reached(used, sub):
-        clear_reason(state, ctx, QUOTA, "quota_raised", now, cause, state.month)
+    lift(state, ctx, cause)
     evaluate_month(state, ctx, state.month, "usage", cause)
-    return Step(state, ctx.emitted, "accepted")
+    return Step(state, ctx.emitted, "accepted", addons=counted)
 
 
 def apply_balance(state: SimState, event: BalanceEvent, now: datetime, policy: Policy) -> Step:
@@ -213,7 +208,7 @@ def _refusal(state: SimState, request: ManualRequest, now: datetime) -> str | No
         return "the plan is not valid now"
     if state.balance is not None and state.balance < 0:
         return "the account is in arrears"
-    if quota_reached(state.usage(state.month).used_bytes, sub):
+    if over_quota(state, state.month, state.usage(state.month).used_bytes):
         return "this month's usage has reached the quota"
     return None
 
@@ -224,12 +219,12 @@ def apply_request(state: SimState, request: ManualRequest, now: datetime, policy
         return refused
     ctx = Ctx(now, policy)
     advance(state, ctx)
-    key = f"request:{request.request_id}"
-    if key in state.seen:
+    digest = id_hash(f"request:{request.request_id}")
+    if digest in state.ids:
         return Step(state, ctx.emitted, "duplicate")
     # Remembered from when it was applied (not its own ``at``), for the dedupe horizon:
     # a redelivery after a crash comes within minutes, whatever the request's age.
-    _remember(state, key, now, policy, now)
+    _remember(state, digest, now, policy, now)
     why = _refusal(state, request, now)
     if why is not None:
         ctx.emitted.append(

@@ -15,6 +15,9 @@ from typing import Any
 from .timeutil import TimeFormatError, format_time, parse_time, zone
 
 ICCID = re.compile(r"89[0-9A-F]{17,18}", re.ASCII)
+POOL_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}", re.ASCII)
+MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])", re.ASCII)
+ON_QUOTA = ("suspend", "throttle", "notify")
 MAX_INTEGER = 2**53
 """Largest byte count or balance accepted: exact in every JSON reader, far beyond any SIM."""
 
@@ -44,10 +47,20 @@ class UsageRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Addon:
+    """An add-on pack (加油包): extra bytes for one billing month, counted once by id."""
+
+    addon_id: str
+    month: str
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
 class Subscription:
     iccid: str
     plan_id: str
-    quota_bytes: int
+    quota_bytes: int | None
+    """The SIM's own monthly cap; None only for a pooled SIM with no cap of its own."""
     valid_from: datetime
     expires_at: datetime | None
     auto_suspend: bool
@@ -55,6 +68,12 @@ class Subscription:
     """None: the worker's default thresholds."""
     timezone: str | None
     updated_at: datetime
+    pool_id: str | None = None
+    on_quota: str = "notify"
+    """What happens when the month's quota is reached: suspend, throttle or notify
+    (given, or suspend when auto_suspend is on, else notify; R23)."""
+    throttle_kbps: int | None = None
+    addons: tuple[Addon, ...] = ()
 
     @property
     def subscription_id(self) -> str:
@@ -142,6 +161,46 @@ def _warn_at(obj: dict[str, Any]) -> tuple[float, ...] | None:
     return tuple(sorted(set(fractions)))
 
 
+def pool_id_of(value: Any, name: str = "pool_id") -> str:
+    if not isinstance(value, str) or not POOL_ID.fullmatch(value):
+        raise InvalidInput("bad_pool_id", f"{name} must be 1-64 characters of A-Z a-z 0-9 . _ : -")
+    return value
+
+
+def addons_of(obj: dict[str, Any]) -> tuple[Addon, ...]:
+    """The optional ``addons`` list: ``{addon_id, month, bytes}`` each (R22)."""
+    value = obj.get("addons")
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise InvalidInput("wrong_type", "addons must be a list of {addon_id, month, bytes}")
+    addons = []
+    for item in value:
+        if not isinstance(item, dict):
+            raise InvalidInput("wrong_type", "each add-on must be an object {addon_id, month, bytes}")
+        month = _string(item, "month")
+        if not MONTH.fullmatch(month):
+            raise InvalidInput("bad_month", f"an add-on's month must be YYYY-MM, not {month!r}")
+        addons.append(Addon(_string(item, "addon_id"), month, _byte_count(item, "bytes")))
+    return tuple(addons)
+
+
+def _on_quota(obj: dict[str, Any], auto_suspend: bool) -> tuple[str, int | None]:
+    on_quota = obj.get("on_quota")
+    if on_quota is None:
+        on_quota = "suspend" if auto_suspend else "notify"
+    elif on_quota not in ON_QUOTA:
+        raise InvalidInput("bad_on_quota", f"on_quota must be suspend, throttle or notify, not {on_quota!r}")
+    kbps = obj.get("throttle_kbps")
+    if kbps is not None:
+        kbps = _integer(obj, "throttle_kbps")
+        if kbps <= 0:
+            raise InvalidInput("wrong_type", "throttle_kbps must be a positive integer")
+    if on_quota == "throttle" and kbps is None:
+        raise InvalidInput("missing_field", "throttle_kbps is required with on_quota throttle")
+    return on_quota, kbps
+
+
 def subscription(obj: dict[str, Any]) -> Subscription:
     auto_suspend = obj.get("auto_suspend", False)
     if auto_suspend is None:
@@ -156,16 +215,30 @@ def subscription(obj: dict[str, Any]) -> Subscription:
             zone(tz)
         except ValueError:
             raise InvalidInput("bad_timezone", f"unknown time zone {tz!r}") from None
+    iccid = iccid_of(obj)
+    pool_id = obj.get("pool_id")
+    if pool_id is not None:
+        pool_id = pool_id_of(pool_id)
+    if "quota_bytes" not in obj:
+        raise InvalidInput("missing_field", "quota_bytes is required (null only for a pooled SIM)")
+    if obj["quota_bytes"] is None and pool_id is None:
+        raise InvalidInput("missing_field", "quota_bytes may be null only for a SIM in a pool")
+    quota = None if obj["quota_bytes"] is None else _byte_count(obj, "quota_bytes")
+    on_quota, kbps = _on_quota(obj, auto_suspend)
     return Subscription(
-        iccid=iccid_of(obj),
+        iccid=iccid,
         plan_id=_string(obj, "plan_id"),
-        quota_bytes=_byte_count(obj, "quota_bytes"),
+        quota_bytes=quota,
         valid_from=_time(obj, "valid_from"),
         expires_at=_time(obj, "expires_at") if obj.get("expires_at") is not None else None,
         auto_suspend=auto_suspend,
         warn_at=_warn_at(obj),
         timezone=tz,
         updated_at=_time(obj, "updated_at"),
+        pool_id=pool_id,
+        on_quota=on_quota,
+        throttle_kbps=kbps,
+        addons=addons_of(obj),
     )
 
 

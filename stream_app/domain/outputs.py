@@ -38,22 +38,29 @@ def command(
     reasons: set[str],
     cause: str | None,
     occasion: str,
+    *,
+    speed_kbps: int | None = None,
+    pool_id: str | None = None,
 ) -> Output:
-    """``occasion`` names what made this command unique when there is no cause (a month)."""
-    return Output(
-        COMMANDS,
-        iccid,
-        {
-            "command_id": derive_id("command", iccid, action, reason, trigger, cause, occasion),
-            "iccid": iccid,
-            "action": action,
-            "reason": reason,
-            "trigger": trigger,
-            "at": format_time(at),
-            "reasons": sorted(reasons),
-            "cause": cause,
-        },
-    )
+    """``occasion`` names what made this command unique when there is no cause (a month).
+
+    ``attempt`` is 1: the first send (a resend repeats the id with the next attempt)."""
+    value: dict[str, Any] = {
+        "command_id": derive_id("command", iccid, action, reason, trigger, cause, occasion),
+        "iccid": iccid,
+        "action": action,
+        "reason": reason,
+        "trigger": trigger,
+        "at": format_time(at),
+        "reasons": sorted(reasons),
+        "cause": cause,
+        "attempt": 1,
+    }
+    if speed_kbps is not None:
+        value["speed_kbps"] = speed_kbps
+    if pool_id is not None:
+        value["pool_id"] = pool_id
+    return Output(COMMANDS, iccid, value)
 
 
 def audit(

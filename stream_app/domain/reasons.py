@@ -88,6 +88,50 @@ def _change(
     )
 
 
+def throttle(
+    state: SimState, ctx: Ctx, kbps: int, trigger: str, at: datetime, cause: str | None, occasion: str
+) -> None:
+    """R23: slow the SIM down at its quota. Not a reason: the set and status stay."""
+    if state.cancelled or state.throttled:
+        return
+    state.throttled = True
+    command = out.command(
+        state.iccid, "throttle", QUOTA, trigger, at, state.reasons, cause, occasion, speed_kbps=kbps
+    )
+    _command(ctx, state, command)
+    ctx.emitted.append(_speed_audit(state, "throttled", trigger, at, cause, occasion))
+
+
+def unthrottle(
+    state: SimState, ctx: Ctx, trigger: str, at: datetime, cause: str | None, occasion: str
+) -> None:
+    if state.cancelled or not state.throttled:
+        return
+    state.throttled = False
+    _command(
+        ctx, state, out.command(state.iccid, "unthrottle", QUOTA, trigger, at, state.reasons, cause, occasion)
+    )
+    ctx.emitted.append(_speed_audit(state, "unthrottled", trigger, at, cause, occasion))
+
+
+def _speed_audit(
+    state: SimState, change: str, trigger: str, at: datetime, cause: str | None, occasion: str
+) -> Output:
+    return out.audit(
+        state.iccid,
+        change,
+        QUOTA,
+        trigger,
+        at,
+        state.reasons,
+        state.reasons,
+        state.status,
+        state.status,
+        cause,
+        occasion,
+    )
+
+
 def cancel(state: SimState, ctx: Ctx, reason: str, trigger: str, at: datetime, occasion: str) -> None:
     """Cancel the number (销户): terminal, the reasons are kept as they stood."""
     if state.cancelled:
@@ -119,6 +163,7 @@ def start_new_life(state: SimState, ctx: Ctx, trigger: str, at: datetime, cause:
     the carrier still bills the ICCID per month, and the dedupe memory must survive)."""
     before = set(state.reasons)
     state.cancelled = False
+    state.throttled = False
     state.reasons.clear()
     state.balance = None
     state.balance_at = None

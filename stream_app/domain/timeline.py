@@ -13,8 +13,8 @@ from typing import NamedTuple
 
 from . import outputs as out
 from .policy import Policy
-from .quota import evaluate_month, quota_reached
-from .reasons import EXPIRY, QUOTA, Ctx, add_reason, cancel, clear_reason, timezone_of
+from .quota import evaluate_month, over_quota
+from .reasons import EXPIRY, QUOTA, Ctx, add_reason, cancel, clear_reason, timezone_of, unthrottle
 from .state import SimState
 from .timeutil import add_months, format_time, month_bounds, month_of, next_month
 
@@ -85,16 +85,17 @@ def advance(state: SimState, ctx: Ctx) -> None:
 
 
 def _month_start(state: SimState, ctx: Ctx, boundary: datetime) -> None:
-    """R6: clear ``quota`` and re-arm thresholds (they live per month); R11: the fee of
-    every month started while suspended for expiry. Several missed months give one
-    restore, stamped with the first boundary."""
+    """R6: clear ``quota`` and re-arm thresholds (they live per month); R23: the end of
+    throttling; R11: the fee of every month started while suspended for expiry. Several
+    missed months give one restore, stamped with the first boundary."""
     month = month_of(boundary, timezone_of(state, ctx.policy))
     state.month = month
     _forget_old_months(state, ctx)
-    sub = state.subscription
-    reached = sub is not None and quota_reached(state.usage(month).used_bytes, sub)
+    reached = over_quota(state, month, state.usage(month).used_bytes)
     if QUOTA in state.reasons and not reached:
         clear_reason(state, ctx, QUOTA, "month_start", boundary, None, month)
+    if state.throttled and not reached:
+        unthrottle(state, ctx, "month_start", boundary, None, month)
     if month in state.months:
         # Usage of the new month that arrived early (start within the allowed skew) gets
         # its suspension, thresholds and forecast now that its month is current.
@@ -207,3 +208,6 @@ def _forget_old_months(state: SimState, ctx: Ctx) -> None:
     for month in [m for m in state.months if m < state.month]:
         if month_bounds(month, tz)[1] <= cutoff:
             del state.months[month]
+    for addon_id, (month, _size) in list(state.addons.items()):
+        if month < state.month and month_bounds(month, tz)[1] <= cutoff:
+            del state.addons[addon_id]

@@ -25,19 +25,29 @@ def _bytes(value: int | None) -> str:
 
 def render(body: dict[str, Any]) -> str:
     reasons = ", ".join(body["reasons"]) or "none"
-    lines = [f"SIM {body['iccid']}  {body['status'].upper()}  (reasons: {reasons})"]
+    throttled = "  THROTTLED" if body.get("throttled") else ""
+    lines = [f"SIM {body['iccid']}  {body['status'].upper()}{throttled}  (reasons: {reasons})"]
     plan = body.get("plan")
     if plan is None:
         lines.append("plan: no subscription (usage is counted, not evaluated)")
     else:
+        cap = (
+            f"{_bytes(plan['quota_bytes'])}/month" if plan["quota_bytes"] is not None else "no cap of its own"
+        )
+        action = plan.get("on_quota", "suspend" if plan["auto_suspend"] else "notify")
+        if action == "throttle":
+            action = f"throttle to {plan['throttle_kbps']} kbps"
+        pool = f", pool {plan['pool_id']}" if plan.get("pool_id") else ""
         lines.append(
-            f"plan {plan['plan_id']}: {_bytes(plan['quota_bytes'])}/month, auto-suspend "
-            f"{'on' if plan['auto_suspend'] else 'off'}, valid {plan['valid_from']} -> "
+            f"plan {plan['plan_id']}: {cap}, at the quota: {action}{pool}, valid {plan['valid_from']} -> "
             f"{plan['expires_at'] or 'no expiry'} ({plan['timezone']})"
         )
     used, left = body["used_bytes"], body["remaining_bytes"]
-    share = f" ({used / plan['quota_bytes']:.0%})" if plan and plan["quota_bytes"] else ""
+    quota = body.get("month_quota_bytes", plan["quota_bytes"] if plan else None)
+    share = f" ({used / quota:.0%} of {_bytes(quota)})" if quota else ""
     lines.append(f"month {body['month']}: {_bytes(used)} used{share}, {_bytes(left)} left")
+    for addon in body.get("addons", []):
+        lines.append(f"  add-on {addon['addon_id']}: +{_bytes(addon['bytes'])} for {addon['month']}")
     forecast = body.get("forecast")
     if forecast and forecast["before_month_end"]:
         lines.append(f"forecast: quota runs out at {forecast['exhaustion_at']}, before the month ends")

@@ -74,10 +74,10 @@ def install_views(worker: Served) -> None:
                 return await app.router.route_req(worker.table.name, key, self.web, request)
             except SameNode:
                 pass
-            raw = worker.table.get(key)
-            if raw is None:
+            stored = codec.load_sim(normalised, worker.table.get, worker.policy)
+            if stored is None:
                 return self.json({"error": "not_found", "iccid": normalised}, status=404)
-            state = codec.decode_state(raw)
+            state = stored.state()
             body = describe(state, worker.clock.now(), worker.policy)
             body["served_by"] = str(app.conf.canonical_url)
             return self.json(body)

@@ -37,7 +37,8 @@ from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from .. import codec
-from ..domain import SimState, UsageRecord
+from ..codec import Stored, stored_of
+from ..domain import UsageRecord
 from ..ops.web import install_views
 from ..pipeline import Decision, Source, decide_tick
 from ..settings import Settings
@@ -99,7 +100,7 @@ class Worker:
             web_tables_enabled=False,
             # Not larger: polls of 10,000 recovered 200k SIMs in 23 s rather than 31 s,
             # but the chaos tests then often found a partition Faust never committed
-            # again after a restart (README "Reliability").
+            # again after a restart (docs/reliability.md).
             broker_max_poll_records=1000,
             producer_linger=0.005,
             key_serializer="raw",
@@ -107,7 +108,7 @@ class Worker:
         )
         self.table = self.app.Table(TABLE, key_type=bytes, value_type=bytes, partitions=settings.partitions)
         self.ticks = self._topic(TICKS)
-        self.books = Books(self.policy)
+        self.books = Books()
         self._loaded: dict[str, Summary] = {}
         self._state_lock = asyncio.Lock()
         self.writer = Writer(
@@ -147,7 +148,7 @@ class Worker:
 
     # --- state -------------------------------------------------------------------
 
-    def load(self, iccid: str, event: Any = None) -> SimState | None:
+    def load(self, iccid: str, event: Any = None) -> Stored | None:
         """The SIM's stored state. ``event``: an input event of the SIM's partition.
 
         A RocksDB store reads the partition of the current event, and a batch mixes
@@ -156,14 +157,13 @@ class Worker:
         """
         token = _current_event.set(weakref.ref(event) if event is not None else None)
         try:
-            raw = self.table.data.get(iccid.encode())
+            stored = codec.load_sim(iccid, self.table.data.get, self.policy)
         finally:
             _current_event.reset(token)
-        if raw is None:
+        if stored is None:
             return None
-        state = codec.decode_state(raw)
-        self._loaded[iccid] = summary(state)
-        return state
+        self._loaded[iccid] = summary(stored.hot)
+        return stored
 
     def _observe(self, topic: str, value: dict[str, Any]) -> None:
         metrics = self.metrics
@@ -211,14 +211,16 @@ class Worker:
         for n, (key, raw) in enumerate(list(self.table.items())):
             if n % 2000 == 1999:
                 await asyncio.sleep(0)
+            if not codec.is_card_key(key):
+                continue
             try:
-                state = codec.decode_state(raw)
+                card = codec.read_card(key.decode(), raw, self.policy)
             except Exception:
                 log.exception("stored state of %r cannot be decoded; skipped", key)
                 continue
-            target = building.get(state.partition) if state.partition is not None else None
+            target = building.get(card.partition) if card.partition is not None else None
             if target is not None:
-                self.books.add(target, state)
+                self.books.add(target, card)
         if generation != self.books.generation:  # a rebalance came meanwhile: build again
             return await self.book(partition)
         for number, built in building.items():
@@ -231,7 +233,9 @@ class Worker:
     def _input_agent(self, logical: str) -> Callable[[Any], Awaitable[None]]:
         async def agent(stream: Any) -> None:
             # Batches: one state decode and one changelog write per SIM per batch. Table
-            # writes inside take_events need the event re-bound (faust-notes 2.2).
+            # writes inside take_events need the event re-bound: Faust runs a batch's
+            # body without a current event, and a store picks a key's partition from it
+            # (load() and writer.py bind an event of the SIM's own partition).
             async for events in stream.take_events(BATCH_SIZE, within=BATCH_WINDOW):
                 await self._process_batch(logical, events)
 
@@ -270,7 +274,7 @@ class Worker:
     ) -> None:
         metrics = self.metrics
         outcomes: Counter[str] = Counter(decision.outcome for _incoming, decision in invalid)
-        counted = 0
+        counted = addons = 0
         sent_at = time.time()
         for incoming, _decision in invalid:
             if incoming.received is not None:
@@ -278,6 +282,7 @@ class Worker:
         for sim in sims:
             for incoming, decision in sim.decisions:
                 outcomes[decision.outcome] += 1
+                addons += decision.addons
                 item = decision.item
                 if isinstance(item, UsageRecord):
                     metrics.freshness.observe(max((now - item.end).total_seconds(), 0.0))
@@ -289,6 +294,8 @@ class Worker:
             metrics.input_messages.labels(logical, outcome).inc(number)
         if counted:
             metrics.usage_bytes.inc(counted)
+        if addons:
+            metrics.addons.inc(addons)
 
     async def _on_tick(self, stream: Any) -> None:
         async for event in stream.events():
@@ -327,27 +334,28 @@ class Worker:
         due = 0
         retry: list[str] = []
         writes: list[Write] = []
-        for _due, iccid in book.due.pop_due(now):
+        for _due, iccid in book.due.pop_due(now.timestamp()):
             due += 1
             try:
-                state = self.load(iccid, event)
-                decision = decide_tick(state, now, self.policy) if state is not None else None
+                stored = self.load(iccid, event)
+                decision = decide_tick(stored.state(), now, self.policy) if stored is not None else None
             except Exception:
                 log.exception("rolling %s forward failed", iccid)
                 decision = None
                 retry.append(iccid)
             if decision is not None and decision.outcome == "error":
                 retry.append(iccid)
-            elif decision is not None:
+            elif decision is not None and decision.state is not None:
                 before = self._loaded.pop(iccid, None)
-                writes.append(Write(iccid, decision.state, decision.outputs, source, before, event))
+                after = stored_of(decision.state, self.policy)
+                writes.append(Write(iccid, after, decision.outputs, source, before, event))
             if len(writes) >= SWEEP_CHUNK:
                 written.append(await self.writer.write(writes))
                 writes = []
         written.append(await self.writer.write(writes))
         retry += [w.iccid for chunk in written for w in chunk.failed if w.iccid is not None]
         for iccid in retry:  # one SIM must not stop the sweep; it is looked at again next tick
-            book.due.schedule(iccid, now + self.settings.tick_interval)
+            book.due.schedule(iccid, (now + self.settings.tick_interval).timestamp())
         if due:
             self.metrics.swept_sims.inc(due)
             self.metrics.sweep_timestamp.set(time.time())
@@ -372,6 +380,7 @@ class Worker:
             metrics.sims.labels(status).set(statuses[status])
         for reason in ("quota", "arrears", "expiry", "manual"):
             metrics.suspended_sims.labels(reason).set(reasons[reason])
+        metrics.throttled_sims.set(statuses["throttled"])
         inputs = {self.settings.topic(t) for t in INPUTS}
         consumer = self.app.consumer
         committed = getattr(consumer, "_committed_offset", {})

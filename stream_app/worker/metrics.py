@@ -54,6 +54,14 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.throttled_sims = Gauge(
+            "stream_app_throttled_sims",
+            "SIMs slowed down at their quota (on_quota throttle) in the partitions this worker owns",
+            registry=registry,
+        )
+        self.addons = Counter(
+            "stream_app_addons", "Add-on packs counted (each addon_id once per SIM)", registry=registry
+        )
         self.decision_latency = Histogram(
             "stream_app_decision_latency_seconds",
             "From an input's Kafka timestamp to its outputs sent",
@@ -86,7 +94,7 @@ class Metrics:
         self.read_back = Counter(
             "stream_app_read_back_messages",
             "Input messages read from the broker by the worker itself: Faust fetched them and"
-            " never delivered them in order (README Reliability)",
+            " never delivered them in order (docs/reliability.md)",
             ["topic"],
             registry=registry,
         )

@@ -11,17 +11,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ..domain import Policy, SimState, due_at
+from ..codec import Card
+from ..domain.fast import Hot
 from ..schedule import DueIndex
 
 
 class Summary(NamedTuple):
     status: str
     reasons: frozenset[str]
+    throttled: bool
 
 
-def summary(state: SimState) -> Summary:
-    return Summary(state.status, frozenset(state.reasons))
+def summary(state: Hot | Card) -> Summary:
+    return Summary(state.status, state.reasons, state.throttled)
 
 
 @dataclass(slots=True)
@@ -32,34 +34,34 @@ class PartitionBook:
 
     def count(self, item: Summary, sign: int) -> None:
         self.statuses[item.status] += sign
+        self.statuses["throttled"] += sign * item.throttled
         for reason in item.reasons:
             self.reasons[reason] += sign
 
 
 class Books:
-    def __init__(self, policy: Policy) -> None:
-        self.policy = policy
+    def __init__(self) -> None:
         self.partitions: dict[int, PartitionBook] = {}
         self.generation = 0
         """Bumped by every clear (rebalance): a build that spans one is thrown away."""
 
-    def build(self, partition: int, states: Iterable[SimState]) -> PartitionBook:
+    def build(self, partition: int, cards: Iterable[Card]) -> PartitionBook:
         book = PartitionBook()
-        for state in states:
-            self.add(book, state)
+        for card in cards:
+            self.add(book, card)
         self.partitions[partition] = book
         return book
 
-    def add(self, book: PartitionBook, state: SimState) -> None:
-        book.due.schedule(state.iccid, due_at(state, self.policy))
-        book.count(summary(state), +1)
+    def add(self, book: PartitionBook, card: Card) -> None:
+        book.due.schedule(card.iccid, card.due)
+        book.count(summary(card), +1)
 
-    def record(self, partition: int, before: Summary | None, after: SimState) -> None:
+    def record(self, partition: int, before: Summary | None, after: Hot) -> None:
         """A SIM's state was written; a partition not built yet will see it when built."""
         book = self.partitions.get(partition)
         if book is None:
             return
-        book.due.schedule(after.iccid, due_at(after, self.policy))
+        book.due.schedule(after.iccid, after.due)
         if before is not None:
             book.count(before, -1)
         book.count(summary(after), +1)

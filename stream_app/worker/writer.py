@@ -1,6 +1,6 @@
 """Writing what a batch decided: outputs first and acknowledged, then states and changelog.
 
-Order is the guarantee (README "Reliability"): a SIM's new state is stored, and its
+Order is the guarantee (docs/reliability.md): a SIM's new state is stored, and its
 changelog record produced, only after every output it decided has been acknowledged by
 the broker. A crash at any point leaves either the state not yet advanced (the input is
 processed again and its outputs repeat with the same ids) or both written; never an
@@ -30,7 +30,8 @@ from faust.streams import _current_event
 from faust.types import TP
 
 from .. import codec
-from ..domain import SimState
+from ..codec import Entry, Stored
+from ..domain.fast import Hot
 from ..domain.outputs import Output
 from ..pipeline import Source, rejected
 from ..topics import DEADLETTER
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 
 class Write(NamedTuple):
     iccid: str | None
-    state: SimState | None
+    state: Stored | None
     """The SIM's new state, or None: only outputs (dead letters, no change)."""
     outputs: list[Output]
     source: Source
@@ -67,13 +68,15 @@ class Writer:
         table: Any,
         topic_names: Mapping[str, str],
         observe: Callable[[str, dict[str, Any]], None],
-        stored: Callable[[int, Summary | None, SimState], None],
+        stored: Callable[[int, Summary | None, Hot], None],
+        encode: Callable[[Stored], list[Entry]] = codec.sim_entries,
     ) -> None:
         self.app = app
         self.table = table
         self.topic_names = topic_names
         self.observe = observe
         self.stored = stored
+        self.encode = encode
 
     async def write(self, writes: list[Write]) -> Written:
         """Send every write's outputs, await them, then store the states they belong to.
@@ -83,14 +86,14 @@ class Writer:
         would make Faust ack and drop the whole batch.
         """
         producer = self.app.producer._ensure_producer()
-        sent: list[tuple[Write, bytes | None, list[asyncio.Future[Any]]]] = []
+        sent: list[tuple[Write, list[Entry], list[asyncio.Future[Any]]]] = []
         failed: list[tuple[Write, str]] = []
         for write in writes:
             try:
-                encoded = None
+                encoded: list[Entry] = []
                 if write.state is not None and write.iccid is not None:
-                    write.state.partition = write.source.partition
-                    encoded = codec.encode_state(write.state)
+                    write.state.hot.partition = write.source.partition
+                    encoded = self.encode(write.state)
                 futures = [
                     await producer.send(
                         self.topic_names[output.topic], codec.encode(output.value), key=output.key.encode()
@@ -112,8 +115,8 @@ class Writer:
                 continue
             for output in write.outputs:
                 self.observe(output.topic, output.value)
-            if encoded is not None and write.state is not None and write.iccid is not None:
-                deliveries.append(await self._store(producer, changelog, write, encoded))
+            if encoded and write.state is not None and write.iccid is not None:
+                deliveries += await self._store(producer, changelog, write, encoded)
         unrecorded = 0
         for write, error in failed:
             log.error("could not send the outputs of %s[%s]@%s: %s", *write.source, error)
@@ -121,23 +124,35 @@ class Writer:
         return Written([write for write, _error in failed], deliveries, unrecorded)
 
     async def _store(
-        self, producer: Any, changelog: str, write: Write, encoded: bytes
-    ) -> asyncio.Future[Any]:
-        assert write.iccid is not None and write.state is not None
-        key = write.iccid.encode()
+        self, producer: Any, changelog: str, write: Write, entries: list[Entry]
+    ) -> list[asyncio.Future[Any]]:
+        """Store the SIM's entries in order and produce their changelog records.
+
+        The entries of one SIM go to one changelog partition in this order, so recovery
+        sees them in the order they were written (codec.sim_entries says why it matters).
+        """
+        assert write.state is not None
+        partition = write.source.partition
+        deliveries: list[asyncio.Future[Any]] = []
         token = _current_event.set(weakref.ref(write.event)) if write.event is not None else None
         try:
-            self.table.data[key] = encoded
+            for key, value in entries:
+                if value is None:
+                    self.table.data.pop(key, None)
+                else:
+                    self.table.data[key] = value
+                # Not awaited here: the next batch goes on meanwhile, and the input offset
+                # is committed only once this is acknowledged (offsets.py).
+                delivery: asyncio.Future[Any] = await producer.send(
+                    changelog, value, key=key, partition=partition
+                )
+                delivery.add_done_callback(self._persisted)
+                deliveries.append(delivery)
         finally:
             if token is not None:
                 _current_event.reset(token)
-        partition = write.source.partition
-        # Not awaited here: the next batch goes on meanwhile, and the input offset is
-        # committed only once this is acknowledged (offsets.py).
-        delivery: asyncio.Future[Any] = await producer.send(changelog, encoded, key=key, partition=partition)
-        delivery.add_done_callback(self._persisted)
-        self.stored(partition, write.before, write.state)
-        return delivery
+        self.stored(partition, write.before, write.state.hot)
+        return deliveries
 
     def _persisted(self, delivery: asyncio.Future[Any]) -> None:
         # What lets a RocksDB store start from its own data rather than the whole

@@ -140,6 +140,8 @@ def test_every_known_time_zone_matches_the_timezone_pattern() -> None:
 
 RENEWED = "89860012345678900001"  # expires, is renewed within the grace period
 LAPSED = "89860012345678900002"  # expires, is cancelled after the grace period, starts a new life
+SLOWED = "89860012345678900003"  # on_quota throttle: slowed at the quota, an add-on lifts it
+TOPPED = "89860012345678900004"  # suspended at the quota, an add-on pack restores it
 
 
 def _line(topic: str, value: object) -> bytes:
@@ -308,12 +310,43 @@ def _expiry_renewal_cancel_and_new_life(s: _Script) -> None:
     )
 
 
+def _addons_and_throttling(s: _Script) -> None:
+    """September: a SIM throttled at its quota, lifted by an add-on pack, throttled again
+    and freed at the month start; a suspended SIM restored by a pack (R22, R23)."""
+    slowed = {
+        **_subscription(SLOWED, "2026-09-06T00:00:00+08:00", None),
+        "on_quota": "throttle",
+        "throttle_kbps": 128,
+    }
+    pack = {"addon_id": "pack-1", "month": "2026-09", "bytes": 500 * MB}
+    s.add("sim.subscriptions", slowed)
+    s.add(
+        "sim.usage",
+        _usage("s-1", SLOWED, "2026-09-06T10:00:00+08:00", "2026-09-06T10:30:00+08:00", 1100 * MB),
+    )
+    s.add("sim.subscriptions", {**slowed, "updated_at": "2026-09-07T00:00:00+08:00", "addons": [pack]})
+    s.add(
+        "sim.usage", _usage("s-2", SLOWED, "2026-09-08T10:00:00+08:00", "2026-09-08T10:30:00+08:00", 500 * MB)
+    )
+    topped = {**_subscription(TOPPED, "2026-09-06T00:00:00+08:00", None), "auto_suspend": True}
+    s.add("sim.subscriptions", topped)
+    s.add(
+        "sim.usage",
+        _usage("t-1", TOPPED, "2026-09-06T11:00:00+08:00", "2026-09-06T11:30:00+08:00", 1200 * MB),
+    )
+    again = {**topped, "addons": [{**pack, "addon_id": "pack-9", "bytes": GB}]}
+    s.add("sim.subscriptions", {**again, "updated_at": "2026-09-07T00:00:00+08:00"})
+    s.add("sim.subscriptions", {**again, "updated_at": "2026-09-08T00:00:00+08:00"})  # counted once
+    s.tick("2026-10-01T00:00:30+08:00")  # SLOWED: the month start ends the throttling
+
+
 def _scenario() -> tuple[list[bytes], list[tuple[str, dict[str, Any], bool]]]:
     """Replay lines, and the messages in them with their topic's schema and validity."""
     script = _Script()
     _quota_and_bad_input(script)
     _arrears_manual_and_quota_raised(script)
     _expiry_renewal_cancel_and_new_life(script)
+    _addons_and_throttling(script)
     return script.lines, script.messages
 
 
@@ -367,6 +400,9 @@ EXPECTED_COMMANDS = {
     ("cancel", "expiry", "grace_elapsed"),
     ("suspend", "manual", "request"),
     ("restore", "manual", "request"),
+    ("throttle", "quota", "usage"),
+    ("unthrottle", "quota", "quota_raised"),
+    ("unthrottle", "quota", "month_start"),
 }
 
 
@@ -379,12 +415,14 @@ def test_the_replay_covers_every_output_kind_the_engine_emits() -> None:
         schema("command")["properties"]["action"]["enum"]
     )
     kinds = {a["kind"] for a in _values(outputs, "sim.alerts")}
-    assert kinds == set(schema("alert")["properties"]["kind"]["enum"])  # the kinds of DESIGN.md
+    assert kinds == set(schema("alert")["properties"]["kind"]["enum"])  # the kinds of docs/rules.md
     reasons = schema("audit")["$defs"]["reason"]["enum"]
     assert {(a["change"], a["reason"]) for a in _values(outputs, "sim.audit")} == {
         *((change, reason) for change in ("reason_added", "reason_cleared") for reason in reasons),
         ("cancelled", "expiry"),
         ("new_life", "expiry"),
+        ("throttled", "quota"),
+        ("unthrottled", "quota"),
     }
     assert {a["change"] for a in _values(outputs, "sim.audit")} == set(
         schema("audit")["properties"]["change"]["enum"]
@@ -597,7 +635,10 @@ REQUIRED = {
     "usage": ["record_id", "iccid", "carrier", "start", "end", "bytes_up", "bytes_down"],
     "subscription": ["iccid", "plan_id", "quota_bytes", "valid_from", "updated_at"],
 }
-OPTIONAL = {"usage": [], "subscription": ["expires_at", "auto_suspend", "warn_at", "timezone"]}
+OPTIONAL = {
+    "usage": [],
+    "subscription": ["expires_at", "auto_suspend", "warn_at", "timezone", "pool_id", "on_quota", "addons"],
+}
 
 _DROP = object()
 
@@ -703,6 +744,40 @@ def _cases() -> Iterator[tuple[str, str, dict[str, Any]]]:
         yield sub, f"good_timezone_{i}", _with(sub, timezone=value)
     for i, value in enumerate([8, "", "/etc/localtime", "../zoneinfo/UTC", "Asia/Shanghai ", ["UTC"]]):
         yield sub, f"bad_timezone_{i}", _with(sub, timezone=value)
+    # pools, add-ons and throttling (R22, R23)
+    for i, value in enumerate(["fleet-1", "a", "A.b_c:d-9", "x" * 64]):
+        yield sub, f"good_pool_id_{i}", _with(sub, pool_id=value)
+        yield sub, f"pooled_no_cap_{i}", _with(sub, pool_id=value, quota_bytes=None)
+    for i, value in enumerate(["", "x" * 65, "fleet 1", "池", 7, ["p"]]):
+        yield sub, f"bad_pool_id_{i}", _with(sub, pool_id=value)
+    yield sub, "no_cap_without_pool", _with(sub, quota_bytes=None)
+    for i, value in enumerate(["suspend", "notify"]):
+        yield sub, f"good_on_quota_{i}", _with(sub, on_quota=value)
+    yield sub, "throttle", _with(sub, on_quota="throttle", throttle_kbps=128)
+    yield sub, "throttle_kbps_alone", _with(sub, throttle_kbps=64)
+    for i, value in enumerate([None, 0, -1, 1.5, "128", True]):
+        yield sub, f"bad_throttle_kbps_{i}", _with(sub, on_quota="throttle", throttle_kbps=value)
+    for i, value in enumerate(["Throttle", "stop", "", 1, True]):
+        yield sub, f"bad_on_quota_{i}", _with(sub, on_quota=value)
+    pack = {"addon_id": "pack-1", "month": "2026-03", "bytes": GB}
+    for i, value in enumerate([[], [pack], [pack, pack], [{**pack, "bytes": 0}], [{**pack, "note": "x"}]]):
+        yield sub, f"good_addons_{i}", _with(sub, addons=value)
+    bad_packs: list[Any] = [
+        {**pack, "month": "2026-3"},
+        {**pack, "month": "2026-13"},
+        {**pack, "month": "March"},
+        {**pack, "bytes": -1},
+        {**pack, "bytes": 1.5},
+        {**pack, "addon_id": ""},
+        {k: v for k, v in pack.items() if k != "month"},
+        {k: v for k, v in pack.items() if k != "bytes"},
+        {k: v for k, v in pack.items() if k != "addon_id"},
+        "pack-1",
+        None,
+    ]
+    for i, value in enumerate(bad_packs):
+        yield sub, f"bad_addons_{i}", _with(sub, addons=[value])
+    yield sub, "addons_not_a_list", _with(sub, addons=pack)
 
 
 # Cases where the validator was once more lenient or stricter than the schemas; kept as
@@ -837,16 +912,33 @@ _FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {
         st.sampled_from(["UTC", "Asia/Shanghai", "Europe/Berlin", "", "/etc/localtime", "Asia/", 8]),
         _json_scalars,
     ),
+    "pool_id": st.one_of(st.none(), st.sampled_from(["p-1", "", "x" * 65, "a b"]), _json_scalars),
+    "on_quota": st.one_of(st.sampled_from(["suspend", "throttle", "notify", None, "stop"]), _json_scalars),
+    "throttle_kbps": st.one_of(st.sampled_from([None, 1, 128, 0, -5, 1.5, "64"]), _json_scalars),
+    "addons": st.one_of(
+        st.none(),
+        st.lists(
+            st.fixed_dictionaries(
+                {
+                    "addon_id": _strings,
+                    "month": st.sampled_from(["2026-03", "2026-3", "", 7]),
+                    "bytes": _counts,
+                }
+            ),
+            max_size=3,
+        ),
+        _json_scalars,
+    ),
 }
 
 
 @st.composite
 def _mutated(draw: st.DrawFn, kind: str) -> dict[str, Any]:
     message = copy.deepcopy(BASE[kind])
-    for name in REQUIRED[kind] + OPTIONAL[kind]:
+    for name in REQUIRED[kind] + OPTIONAL[kind] + (["throttle_kbps"] if kind == "subscription" else []):
         action = draw(st.sampled_from(["keep", "keep", "keep", "keep", "drop", "draw", "draw", "any"]))
         if action == "drop":
-            del message[name]
+            message.pop(name, None)
         elif action == "draw":
             message[name] = draw(_FIELD_VALUES[name])
         elif action == "any":

@@ -76,13 +76,13 @@ def test_every_variable_is_documented_once() -> None:
     assert all(v.help for v in VARIABLES)
 
 
-def test_the_readme_configuration_table_lists_every_variable_with_its_default() -> None:
+def test_the_operations_configuration_table_lists_every_variable_with_its_default() -> None:
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    operations = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
     for variable in VARIABLES:
         default = f" `{variable.default}` " if variable.default else " "
-        assert f"| `{variable.name}` |{default}|" in readme, variable.name
+        assert f"| `{variable.name}` |{default}|" in operations, variable.name
 
 
 def test_the_api_token_is_a_secret_never_echoed() -> None:

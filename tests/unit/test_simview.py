@@ -17,6 +17,24 @@ def test_a_person_sees_status_reason_usage_and_the_last_command() -> None:
     )
     text = render(describe(state, now, policy))
     assert text.splitlines()[0] == f"SIM {ICCID}  SUSPENDED  (reasons: quota)"
-    assert "month 2026-03: 2.00 GB used (200%), 0 B left" in text
+    assert "month 2026-03: 2.00 GB used (200% of 1.00 GB), 0 B left" in text
     assert "next: month_start at 2026-03-31T16:00:00Z" in text
     assert "suspend quota/usage  cause cdr-9" in text
+
+
+def test_a_person_sees_add_ons_the_months_quota_and_throttling() -> None:
+    policy = Policy()
+    now = t("2026-03-20T12:00:00+08:00")
+    state = new_state(ICCID, now, policy)
+    message = subscription_msg(quota=GB, on_quota="throttle", throttle_kbps=256)
+    message["addons"] = [{"addon_id": "pack-7", "month": "2026-03", "bytes": GB}]
+    apply_subscription(state, subscription(message), now, policy)
+    apply_usage(state, usage_record(usage_msg("2026-03-20T11:00:00+08:00", 2 * GB)), now, policy)
+    body = describe(state, now, policy)
+    assert (body["month_quota_bytes"], body["throttled"], body["status"]) == (2 * GB, True, "active")
+    assert body["addons"] == [{"addon_id": "pack-7", "month": "2026-03", "bytes": GB}]
+    text = render(body)
+    assert text.splitlines()[0] == f"SIM {ICCID}  ACTIVE  THROTTLED  (reasons: none)"
+    assert "at the quota: throttle to 256 kbps" in text
+    assert "month 2026-03: 2.00 GB used (100% of 2.00 GB), 0 B left" in text
+    assert "  add-on pack-7: +1.00 GB for 2026-03" in text

@@ -109,7 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bootstrap", default=None, help="an existing broker (default: start one)")
     parser.add_argument("--keep", action="store_true", help="keep worker logs and data")
     parser.add_argument(
-        "--race-join", action="store_true", help="failover: reproduce the Faust input loss (README)"
+        "--race-join",
+        action="store_true",
+        help="failover: reproduce the Faust input loss (docs/reliability.md)",
     )
     args = parser.parse_args(argv)
     # The harness's own clients complain through every broker restart; the workers' logs keep theirs.
