@@ -50,6 +50,7 @@ Entry = tuple[bytes, bytes | None]
 PROFILE, MIDDLE_TIER, SEGMENT = b"/p", b"/m", b"/s"
 _VERSION = 2
 _LANE, _CANCELLED, _EMBEDDED, _THROTTLED = 1, 2, 4, 8
+PENDING_BITS = {"suspension": 16, "throttling": 32}
 REASON_BITS = {"quota": 1, "arrears": 2, "expiry": 4, "manual": 8, "pool": 16}
 _CARD = struct.Struct("<BBBxiIqIIdqqIH")
 """version, flags, reasons, partition (-1: none), month (YYYYMM), the month's total,
@@ -121,6 +122,8 @@ def _card(hot: Hot, profile: bytes | None) -> bytes:
     lane = hot.lane
     flags = (_LANE if lane is not None else 0) | (_CANCELLED if hot.status == "cancelled" else 0)
     flags |= (_EMBEDDED if profile is not None else 0) | (_THROTTLED if hot.throttled else 0)
+    for dimension in hot.pending:
+        flags |= PENDING_BITS[dimension]
     reasons = 0
     for reason in hot.reasons:
         reasons |= REASON_BITS[reason]
@@ -197,6 +200,7 @@ class Card:
     due: float
     partition: int | None
     throttled: bool = False
+    pending: frozenset[str] = frozenset()
 
 
 _REASONS = tuple(REASON_BITS.items())
@@ -206,15 +210,19 @@ def _reasons(mask: int) -> frozenset[str]:
     return frozenset(name for name, bit in _REASONS if mask & bit)
 
 
+def _pending(flags: int) -> frozenset[str]:
+    return frozenset(name for name, bit in PENDING_BITS.items() if flags & bit)
+
+
 def read_card(iccid: str, raw: bytes, policy: Policy) -> Card:
     """The index fields of a SIM's card (``raw`` is the value under the ICCID key)."""
     if raw[:1] == b"{":
         hot = stored_of(_state_v1(iccid, orjson.loads(raw)), policy).hot
-        return Card(iccid, hot.status, hot.reasons, hot.due, hot.partition, hot.throttled)
+        return Card(iccid, hot.status, hot.reasons, hot.due, hot.partition, hot.throttled, hot.pending)
     _v, flags, reasons, partition, _month, _used, _start, _end, due, *_lane = _CARD.unpack_from(raw)
     status = "cancelled" if flags & _CANCELLED else "suspended" if reasons else "active"
     where = None if partition < 0 else partition
-    return Card(iccid, status, _reasons(reasons), due, where, bool(flags & _THROTTLED))
+    return Card(iccid, status, _reasons(reasons), due, where, bool(flags & _THROTTLED), _pending(flags))
 
 
 def load_sim(iccid: str, get: Callable[[bytes], bytes | None], policy: Policy) -> Stored | None:

@@ -14,16 +14,14 @@ from typing import Any, NamedTuple
 
 from . import codec
 from .domain import (
-    BalanceEvent,
     InvalidInput,
-    ManualRequest,
     Output,
     Policy,
     SimState,
-    Subscription,
-    UsageRecord,
     apply_tick,
     balance_event,
+    carrier_status,
+    command_result,
     iccid_of,
     manual_request,
     new_state,
@@ -32,7 +30,7 @@ from .domain import (
 )
 from .domain.engine import Input, apply_input
 from .domain.outputs import dead_letter
-from .topics import BILLING, REQUESTS, SUBSCRIPTIONS, USAGE
+from .topics import BILLING, COMMAND_RESULTS, INVENTORY, REQUESTS, SUBSCRIPTIONS, USAGE
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +50,7 @@ class Decision(NamedTuple):
     outputs: list[Output]
     outcome: str
     """The engine's outcome (see domain.engine.Step), or invalid | error."""
-    item: UsageRecord | Subscription | BalanceEvent | ManualRequest | None = None
+    item: Input | None = None
     """The validated input, when it was valid."""
     addons: int = 0
     """Add-on packs the input made count (R22)."""
@@ -83,6 +81,10 @@ def validate(logical: str, message: dict[str, Any]) -> Input:
         return balance_event(message)
     if logical == REQUESTS:
         return manual_request(message)
+    if logical == COMMAND_RESULTS:
+        return command_result(message)
+    if logical == INVENTORY:
+        return carrier_status(message)
     raise InvalidInput("unsupported_topic", f"{logical} is not an input topic")
 
 

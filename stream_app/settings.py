@@ -80,6 +80,16 @@ VARIABLES: tuple[Variable, ...] = (
         "STREAM_APP_RETENTION_FEE", "500", "number-retention fee per month suspended for expiry (minor units)"
     ),
     Variable("STREAM_APP_RETENTION_CURRENCY", "CNY", "currency of the number-retention fee (ISO 4217)"),
+    Variable(
+        "STREAM_APP_COMMAND_ACK_TIMEOUT",
+        "",
+        "acknowledgement tracking on: a command with no result this long is sent again (e.g. 10m)",
+    ),
+    Variable(
+        "STREAM_APP_COMMAND_MAX_ATTEMPTS",
+        "6",
+        "sends of a command before command_failed (acknowledgement tracking)",
+    ),
     Variable("STREAM_APP_CLOCK", "wall", "wall or simulated"),
     Variable("STREAM_APP_CLOCK_START", "", "simulated clock: RFC 3339 time at the anchor"),
     Variable("STREAM_APP_CLOCK_SPEED", "1", "simulated clock: simulated seconds per wall second"),
@@ -134,6 +144,8 @@ class Settings:
     grace_warn_days: int
     retention_fee: int
     retention_currency: str
+    command_ack_timeout: timedelta | None
+    command_max_attempts: int
     clock_kind: str
     clock_start: datetime | None
     clock_speed: float
@@ -208,6 +220,8 @@ class Settings:
             grace_warn_days=get("STREAM_APP_GRACE_WARN_DAYS", _int_range(0, 365), 7),
             retention_fee=get("STREAM_APP_RETENTION_FEE", _int_range(0, 10**9), 500),
             retention_currency=get("STREAM_APP_RETENTION_CURRENCY", _currency, "CNY"),
+            command_ack_timeout=get("STREAM_APP_COMMAND_ACK_TIMEOUT", _optional(_positive_duration), None),
+            command_max_attempts=get("STREAM_APP_COMMAND_MAX_ATTEMPTS", _int_range(1, 100), 6),
             clock_kind=clock_kind,
             clock_start=clock_start,
             clock_speed=get("STREAM_APP_CLOCK_SPEED", _positive_float, 1.0),
@@ -265,6 +279,8 @@ class Settings:
             grace_warn_days=self.grace_warn_days,
             retention_fee=self.retention_fee,
             retention_currency=self.retention_currency,
+            ack_timeout=self.command_ack_timeout,
+            max_attempts=self.command_max_attempts,
         )
 
     def kafka_options(self) -> dict[str, Any]:

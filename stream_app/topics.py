@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 USAGE, SUBSCRIPTIONS, BILLING, REQUESTS = "usage", "subscriptions", "billing", "requests"
+COMMAND_RESULTS, INVENTORY = "command_results", "inventory"
 COMMANDS, ALERTS, CHARGES, AUDIT, DEADLETTER = "commands", "alerts", "charges", "audit", "deadletter"
 TICKS = "ticks"
 
@@ -27,6 +28,8 @@ REGISTRY: tuple[TopicSpec, ...] = (
     TopicSpec(SUBSCRIPTIONS, "sim.subscriptions", "in", compacted=True),
     TopicSpec(BILLING, "sim.billing", "in"),
     TopicSpec(REQUESTS, "sim.requests", "in"),
+    TopicSpec(COMMAND_RESULTS, "sim.command-results", "in"),
+    TopicSpec(INVENTORY, "sim.inventory", "in"),
     TopicSpec(COMMANDS, "sim.commands", "out"),
     TopicSpec(ALERTS, "sim.alerts", "out"),
     TopicSpec(CHARGES, "sim.charges", "out"),

@@ -15,11 +15,15 @@ from .engine import (
 )
 from .inputs import (
     BalanceEvent,
+    CarrierStatus,
+    CommandResult,
     InvalidInput,
     ManualRequest,
     Subscription,
     UsageRecord,
     balance_event,
+    carrier_status,
+    command_result,
     iccid_of,
     manual_request,
     subscription,
@@ -32,6 +36,8 @@ from .timeline import due_at
 
 __all__ = [
     "BalanceEvent",
+    "CarrierStatus",
+    "CommandResult",
     "InvalidInput",
     "ManualRequest",
     "Output",
@@ -47,6 +53,8 @@ __all__ = [
     "apply_tick",
     "apply_usage",
     "balance_event",
+    "carrier_status",
+    "command_result",
     "copy_state",
     "due_at",
     "iccid_of",

@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from .commands import intended
 from .engine import apply_tick
 from .policy import Policy
 from .quota import month_quota
 from .reasons import timezone_of
 from .state import SimState, copy_state
-from .timeline import CANCEL, EXPIRE, EXPIRY_UPCOMING, GRACE_ENDING, MONTH_START, cancel_at, pending
+from .timeline import CANCEL, COMMAND, EXPIRE, EXPIRY_UPCOMING, GRACE_ENDING, MONTH_START, cancel_at, pending
 from .timeutil import format_time, month_bounds
 
 _EVENT_NAMES = {
@@ -19,6 +20,7 @@ _EVENT_NAMES = {
     EXPIRE: "expiry",
     GRACE_ENDING: "grace_ending",
     EXPIRY_UPCOMING: "expiry_upcoming",
+    COMMAND: "command_retry",
 }
 
 
@@ -74,6 +76,21 @@ def describe(stored: SimState, now: datetime, policy: Policy) -> dict[str, Any]:
             for addon_id, (month, size) in sorted(state.addons.items(), key=lambda a: (a[1][0], a[0]))
         ],
         "throttled": state.throttled,
+        "intended_status": intended(state),
+        "carrier": state.carrier,
+        "pending_commands": [
+            {
+                "dimension": dimension,
+                "command_id": p["command"]["command_id"],
+                "action": p["command"]["action"],
+                "reason": p["command"]["reason"],
+                "attempt": p["attempt"],
+                "waiting": "result" if p["waiting"] == "ack" else "resend",
+                "until": p["due"],
+            }
+            for dimension, p in sorted(state.pending.items())
+        ],
+        "last_results": list(state.results),
         "forecast": forecast,
         "balance": state.balance,
         "expired_at": _time(state.expired_at),

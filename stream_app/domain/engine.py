@@ -13,7 +13,8 @@ from datetime import datetime
 from typing import NamedTuple
 
 from . import outputs as out
-from .inputs import BalanceEvent, ManualRequest, Subscription, UsageRecord
+from .commands import observe, on_result
+from .inputs import BalanceEvent, CarrierStatus, CommandResult, ManualRequest, Subscription, UsageRecord
 from .memory import id_hash
 from .outputs import Output, Rejection
 from .policy import Policy
@@ -245,7 +246,41 @@ def apply_request(state: SimState, request: ManualRequest, now: datetime, policy
     return Step(state, ctx.emitted, "accepted")
 
 
-Input = UsageRecord | Subscription | BalanceEvent | ManualRequest
+def apply_result(state: SimState, result: CommandResult, now: datetime, policy: Policy) -> Step:
+    """R24-R26: a command's result; its carrier status is an observation too."""
+    if (refused := _from_the_future(state, result.at, now, policy, "at")) is not None:
+        return refused
+    ctx = Ctx(now, policy)
+    advance(state, ctx)
+    digest = id_hash(f"result:{result.result_id}")
+    if digest in state.ids:
+        return Step(state, ctx.emitted, "duplicate")
+    _remember(state, digest, now, policy, now)
+    ctx.emitted += on_result(
+        state, result.result_id, result.command_id, result.outcome, result.at, result.detail, policy
+    )
+    if result.carrier_status is not None or result.throttled is not None:
+        ctx.emitted += observe(
+            state, result.carrier_status, result.throttled, result.at, result.result_id, now, policy
+        )
+    return Step(state, ctx.emitted, "accepted")
+
+
+def apply_carrier_status(state: SimState, status: CarrierStatus, now: datetime, policy: Policy) -> Step:
+    """R26: the carrier's status of the SIM, from a status dump or its status API."""
+    if (refused := _from_the_future(state, status.at, now, policy, "at")) is not None:
+        return refused
+    ctx = Ctx(now, policy)
+    advance(state, ctx)
+    digest = id_hash(f"inventory:{status.event_id}")
+    if digest in state.ids:
+        return Step(state, ctx.emitted, "duplicate")
+    _remember(state, digest, now, policy, now)
+    ctx.emitted += observe(state, status.status, status.throttled, status.at, status.event_id, now, policy)
+    return Step(state, ctx.emitted, "accepted")
+
+
+Input = UsageRecord | Subscription | BalanceEvent | ManualRequest | CommandResult | CarrierStatus
 
 
 def apply_input(state: SimState, item: Input, now: datetime, policy: Policy) -> Step:
@@ -255,6 +290,10 @@ def apply_input(state: SimState, item: Input, now: datetime, policy: Policy) -> 
         return apply_subscription(state, item, now, policy)
     if isinstance(item, BalanceEvent):
         return apply_balance(state, item, now, policy)
+    if isinstance(item, CommandResult):
+        return apply_result(state, item, now, policy)
+    if isinstance(item, CarrierStatus):
+        return apply_carrier_status(state, item, now, policy)
     return apply_request(state, item, now, policy)
 
 

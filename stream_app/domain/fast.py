@@ -140,6 +140,8 @@ class Hot:
     reasons: frozenset[str]
     partition: int | None
     throttled: bool = False
+    pending: frozenset[str] = frozenset()
+    """The dimensions with a command waiting for its result (R24)."""
 
 
 def hot_of(state: SimState, policy: Policy) -> Hot:
@@ -156,4 +158,5 @@ def hot_of(state: SimState, policy: Policy) -> Hot:
         frozenset(state.reasons),
         state.partition,
         state.throttled,
+        frozenset(state.pending),
     )

@@ -283,3 +283,76 @@ def manual_request(obj: dict[str, Any]) -> ManualRequest:
         at=_time(obj, "at"),
         requested_by=_string(obj, "requested_by"),
     )
+
+
+STATUSES = ("active", "suspended", "cancelled")
+OUTCOMES = ("applied", "failed", "rejected")
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """What provisioning did with a command (R24)."""
+
+    result_id: str
+    command_id: str
+    iccid: str
+    outcome: str
+    """applied | failed | rejected"""
+    at: datetime
+    carrier_status: str | None
+    throttled: bool | None
+    detail: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CarrierStatus:
+    """What the carrier says of a SIM: a status dump or its status API (R26)."""
+
+    event_id: str
+    iccid: str
+    status: str
+    throttled: bool | None
+    at: datetime
+
+
+def _optional_bool(obj: dict[str, Any], name: str) -> bool | None:
+    value = obj.get(name)
+    if value is not None and not isinstance(value, bool):
+        raise InvalidInput("wrong_type", f"{name} must be true or false")
+    return value
+
+
+def _status(obj: dict[str, Any], name: str) -> str:
+    value = _string(obj, name)
+    if value not in STATUSES:
+        raise InvalidInput("bad_status", f"{name} must be active, suspended or cancelled, not {value!r}")
+    return value
+
+
+def command_result(obj: dict[str, Any]) -> CommandResult:
+    outcome = _string(obj, "outcome")
+    if outcome not in OUTCOMES:
+        raise InvalidInput("bad_outcome", f"outcome must be applied, failed or rejected, not {outcome!r}")
+    detail = obj.get("detail")
+    if detail is not None and not isinstance(detail, str):
+        raise InvalidInput("wrong_type", "detail must be a string")
+    return CommandResult(
+        result_id=_string(obj, "result_id"),
+        command_id=_string(obj, "command_id"),
+        iccid=iccid_of(obj),
+        outcome=outcome,
+        at=_time(obj, "at"),
+        carrier_status=_status(obj, "carrier_status") if obj.get("carrier_status") is not None else None,
+        throttled=_optional_bool(obj, "throttled"),
+        detail=detail,
+    )
+
+
+def carrier_status(obj: dict[str, Any]) -> CarrierStatus:
+    return CarrierStatus(
+        event_id=_string(obj, "event_id"),
+        iccid=iccid_of(obj),
+        status=_status(obj, "status"),
+        throttled=_optional_bool(obj, "throttled"),
+        at=_time(obj, "at"),
+    )

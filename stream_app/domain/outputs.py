@@ -32,7 +32,7 @@ def derive_id(*parts: object) -> str:
 def command(
     iccid: str,
     action: str,
-    reason: str,
+    reason: str | None,
     trigger: str,
     at: datetime,
     reasons: set[str],

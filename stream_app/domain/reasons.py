@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from . import outputs as out
+from .commands import remember, track
 from .outputs import Output
 from .policy import Policy
-from .state import HISTORY_LENGTH, SimState
+from .state import SimState
 
 QUOTA, ARREARS, EXPIRY, MANUAL = "quota", "arrears", "expiry", "manual"
 
@@ -30,9 +31,8 @@ def timezone_of(state: SimState, policy: Policy) -> str:
 
 def _command(ctx: Ctx, state: SimState, command: Output) -> None:
     ctx.emitted.append(command)
-    value = command.value
-    state.history.append({k: value[k] for k in ("command_id", "action", "reason", "trigger", "at", "cause")})
-    del state.history[:-HISTORY_LENGTH]
+    remember(state, command)
+    track(state, command, ctx.now, ctx.policy)
 
 
 def add_reason(

@@ -59,6 +59,13 @@ class SimState:
     its month is kept."""
     throttled: bool = False
     """Slowed down for reaching the quota (R23): a dimension of its own, not a reason."""
+    pending: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The command pending in each dimension (suspension, throttling) with its attempt,
+    failures and next due time (R24)."""
+    carrier: dict[str, Any] | None = None
+    """The carrier's last known status: status, throttled, at, source (R26)."""
+    results: list[dict[str, Any]] = field(default_factory=list)
+    """The last command results received, newest last."""
 
     @property
     def status(self) -> str:
@@ -131,6 +138,9 @@ def profile_to_dict(state: SimState) -> dict[str, Any]:
         "history": state.history,
         "addons": state.addons,
         "throttled": state.throttled,
+        "pending": state.pending,
+        "carrier": state.carrier,
+        "results": state.results,
     }
 
 
@@ -151,6 +161,9 @@ def profile_from_dict(iccid: str, month: str, ids: IdMemory, obj: dict[str, Any]
         history=list(obj["history"]),
         addons={k: (v[0], v[1]) for k, v in obj.get("addons", {}).items()},
         throttled=obj.get("throttled", False),
+        pending={k: dict(v) for k, v in obj.get("pending", {}).items()},
+        carrier=obj.get("carrier"),
+        results=list(obj.get("results", ())),
     )
 
 

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from . import outputs as out
+from .commands import dues, on_due
 from .policy import Policy
 from .quota import evaluate_month, over_quota
 from .reasons import EXPIRY, QUOTA, Ctx, add_reason, cancel, clear_reason, timezone_of, unthrottle
@@ -21,7 +22,7 @@ from .timeutil import add_months, format_time, month_bounds, month_of, next_mont
 # Order of events at the same instant: a cancellation at midnight happens before that
 # month starts (so no fee for a month the number never lives in); a month start before an
 # expiry at the same midnight (so the new month's quota state is settled first).
-CANCEL, MONTH_START, EXPIRE, GRACE_ENDING, EXPIRY_UPCOMING = range(5)
+CANCEL, MONTH_START, EXPIRE, GRACE_ENDING, EXPIRY_UPCOMING, COMMAND = range(6)
 
 
 class Due(NamedTuple):
@@ -29,6 +30,8 @@ class Due(NamedTuple):
     rank: int
     days: int = 0
     """Days before expiry, for an expiry_upcoming warning."""
+    dimension: str = ""
+    """The pending command's dimension, for a command's timeout or resend (R24)."""
 
 
 def cancel_at(state: SimState, policy: Policy) -> datetime | None:
@@ -39,6 +42,7 @@ def cancel_at(state: SimState, policy: Policy) -> datetime | None:
 
 def pending(state: SimState, policy: Policy) -> list[Due]:
     events = [Due(month_bounds(state.month, timezone_of(state, policy))[1], MONTH_START)]
+    events += [Due(at, COMMAND, 0, dimension) for at, dimension in dues(state)]
     if state.cancelled:
         return events
     end = cancel_at(state, policy)
@@ -80,6 +84,8 @@ def advance(state: SimState, ctx: Ctx) -> None:
             _expire(state, ctx, due.at)
         elif due.rank == GRACE_ENDING:
             _grace_ending(state, ctx, due.at)
+        elif due.rank == COMMAND:
+            ctx.emitted += on_due(state, due.dimension, due.at, ctx.now, ctx.policy)
         else:
             _expiry_upcoming(state, ctx, [e for e in events if e.rank == EXPIRY_UPCOMING])
 

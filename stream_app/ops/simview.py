@@ -57,6 +57,17 @@ def render(body: dict[str, Any]) -> str:
         lines.append(f"balance: {body['balance']} (minor units)")
     if body.get("cancel_at"):
         lines.append(f"expired {body['expired_at']}; the number is cancelled at {body['cancel_at']}")
+    carrier = body.get("carrier")
+    if carrier:
+        throttled = "" if carrier.get("throttled") is None else f", throttled {carrier['throttled']}"
+        seen = f"seen {carrier['at']}, {carrier['source']}"
+        status = carrier.get("status") or "?"
+        lines.append(f"carrier: {status}{throttled} ({seen}); intended: {body['intended_status']}")
+    for pending in body.get("pending_commands", []):
+        lines.append(
+            f"pending: {pending['action']} {pending['reason'] or '-'} attempt {pending['attempt']}, "
+            f"waiting for a {pending['waiting']} until {pending['until']}  id {pending['command_id']}"
+        )
     lines.append(f"next: {body['next_due']['event']} at {body['next_due']['at']}")
     if body["last_commands"]:
         lines.append("last commands:")

@@ -38,7 +38,7 @@ from prometheus_client import CollectorRegistry
 
 from .. import codec
 from ..codec import Stored, stored_of
-from ..domain import UsageRecord
+from ..domain import CommandResult, UsageRecord
 from ..ops.web import install_views
 from ..pipeline import Decision, Source, decide_tick
 from ..settings import Settings
@@ -46,9 +46,11 @@ from ..topics import (
     ALERTS,
     BILLING,
     CHARGES,
+    COMMAND_RESULTS,
     COMMANDS,
     DEADLETTER,
     INPUTS,
+    INVENTORY,
     OUTPUTS,
     REQUESTS,
     SUBSCRIPTIONS,
@@ -168,7 +170,9 @@ class Worker:
     def _observe(self, topic: str, value: dict[str, Any]) -> None:
         metrics = self.metrics
         if topic == COMMANDS:
-            metrics.commands.labels(value["action"], value["reason"], value["trigger"]).inc()
+            metrics.commands.labels(value["action"], value["reason"] or "", value["trigger"]).inc()
+            if value["attempt"] > 1:
+                metrics.command_resends.inc()
             log.info(
                 "command %s %s %s/%s %s",
                 value["action"],
@@ -284,6 +288,8 @@ class Worker:
                 outcomes[decision.outcome] += 1
                 addons += decision.addons
                 item = decision.item
+                if isinstance(item, CommandResult):
+                    metrics.command_results.labels(item.outcome).inc()
                 if isinstance(item, UsageRecord):
                     metrics.freshness.observe(max((now - item.end).total_seconds(), 0.0))
                     if decision.outcome in COUNTED:
@@ -375,12 +381,14 @@ class Worker:
 
     def _refresh_gauges(self) -> None:
         metrics = self.metrics
-        statuses, reasons = self.books.totals()
+        statuses, reasons, pending = self.books.totals()
         for status in ("active", "suspended", "cancelled"):
             metrics.sims.labels(status).set(statuses[status])
         for reason in ("quota", "arrears", "expiry", "manual"):
             metrics.suspended_sims.labels(reason).set(reasons[reason])
         metrics.throttled_sims.set(statuses["throttled"])
+        for dimension in ("suspension", "throttling"):
+            metrics.pending_commands.labels(dimension).set(pending[dimension])
         inputs = {self.settings.topic(t) for t in INPUTS}
         consumer = self.app.consumer
         committed = getattr(consumer, "_committed_offset", {})
@@ -429,7 +437,7 @@ class Worker:
     def _install(self) -> None:
         app = self.app
         app.agent(self._topic(USAGE), name="usage")(self._input_agent(USAGE))
-        for logical in (SUBSCRIPTIONS, BILLING, REQUESTS):
+        for logical in (SUBSCRIPTIONS, BILLING, REQUESTS, COMMAND_RESULTS, INVENTORY):
             app.agent(self._topic(logical), name=logical)(self._input_agent(logical))
         app.agent(self.ticks, name="ticks")(self._on_tick)
         app.timer(self.settings.tick_interval.total_seconds(), name="every_tick_interval")(

@@ -62,6 +62,23 @@ class Metrics:
         self.addons = Counter(
             "stream_app_addons", "Add-on packs counted (each addon_id once per SIM)", registry=registry
         )
+        self.pending_commands = Gauge(
+            "stream_app_pending_commands",
+            "SIMs with a command waiting for its result (acknowledgement tracking), by dimension",
+            ["dimension"],
+            registry=registry,
+        )
+        self.command_resends = Counter(
+            "stream_app_command_resends",
+            "Commands sent again (attempt > 1) for want of an applied result",
+            registry=registry,
+        )
+        self.command_results = Counter(
+            "stream_app_command_results",
+            "Command results received, by outcome (applied, failed, rejected)",
+            ["outcome"],
+            registry=registry,
+        )
         self.decision_latency = Histogram(
             "stream_app_decision_latency_seconds",
             "From an input's Kafka timestamp to its outputs sent",

@@ -20,10 +20,11 @@ class Summary(NamedTuple):
     status: str
     reasons: frozenset[str]
     throttled: bool
+    pending: frozenset[str]
 
 
 def summary(state: Hot | Card) -> Summary:
-    return Summary(state.status, state.reasons, state.throttled)
+    return Summary(state.status, state.reasons, state.throttled, state.pending)
 
 
 @dataclass(slots=True)
@@ -31,12 +32,16 @@ class PartitionBook:
     due: DueIndex = field(default_factory=DueIndex)
     statuses: Counter[str] = field(default_factory=Counter)
     reasons: Counter[str] = field(default_factory=Counter)
+    pending: Counter[str] = field(default_factory=Counter)
+    """SIMs with a command waiting for its result, per dimension."""
 
     def count(self, item: Summary, sign: int) -> None:
         self.statuses[item.status] += sign
         self.statuses["throttled"] += sign * item.throttled
         for reason in item.reasons:
             self.reasons[reason] += sign
+        for dimension in item.pending:
+            self.pending[dimension] += sign
 
 
 class Books:
@@ -70,10 +75,12 @@ class Books:
         self.partitions.clear()
         self.generation += 1
 
-    def totals(self) -> tuple[Counter[str], Counter[str]]:
+    def totals(self) -> tuple[Counter[str], Counter[str], Counter[str]]:
         statuses: Counter[str] = Counter()
         reasons: Counter[str] = Counter()
+        pending: Counter[str] = Counter()
         for book in self.partitions.values():
             statuses.update(book.statuses)
             reasons.update(book.reasons)
-        return statuses, reasons
+            pending.update(book.pending)
+        return statuses, reasons, pending

@@ -106,19 +106,24 @@ def _lines(stream: list[tuple[int, tuple[Any, ...]]]) -> list[bytes]:
     return lines
 
 
-def _run(lines: list[bytes], fast: bool) -> tuple[list[bytes], dict[str, Any], int]:
-    replayer = Replayer(Settings.from_env({"STREAM_APP_FORECAST_HORIZON": "30d"}), fast=fast)
+def _run(lines: list[bytes], fast: bool, tracking: bool = False) -> tuple[list[bytes], dict[str, Any], int]:
+    env = {"STREAM_APP_FORECAST_HORIZON": "30d"}
+    if tracking:  # pending commands and their timeouts are due times too
+        env["STREAM_APP_COMMAND_ACK_TIMEOUT"] = "20m"
+    replayer = Replayer(Settings.from_env(env), fast=fast)
     out = [replayer.encode(o) for number, raw in enumerate(lines, 1) for o in replayer.line(number, raw)]
     states = {iccid: canonical(state) for iccid, state in replayer.states.items()}
     return out, states, replayer.fast_lane_records
 
 
 @settings(max_examples=300, deadline=None)
-@given(streams)
-def test_the_fast_lane_changes_no_output_and_no_state(stream: list[tuple[int, tuple[Any, ...]]]) -> None:
+@given(streams, st.booleans())
+def test_the_fast_lane_changes_no_output_and_no_state(
+    stream: list[tuple[int, tuple[Any, ...]]], tracking: bool
+) -> None:
     lines = _lines(stream)
-    fast_out, fast_states, _taken = _run(lines, fast=True)
-    general_out, general_states, none_taken = _run(lines, fast=False)
+    fast_out, fast_states, _taken = _run(lines, fast=True, tracking=tracking)
+    general_out, general_states, none_taken = _run(lines, fast=False, tracking=tracking)
     assert none_taken == 0
     assert [orjson.loads(o) for o in fast_out] == [orjson.loads(o) for o in general_out]
     assert fast_states == general_states

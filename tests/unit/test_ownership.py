@@ -32,7 +32,7 @@ def test_books_count_statuses_and_reasons_and_follow_every_write() -> None:
     before = summary(hot_of(state, policy))
     apply_usage(state, usage_record(usage_msg("2026-03-20T11:00:00+08:00", 2 * GB, iccid=ICCID)), now, policy)
     books.record(3, before, hot_of(state, policy))
-    statuses, reasons = books.totals()
+    statuses, reasons, _pending = books.totals()
     assert (statuses["active"], statuses["suspended"], reasons["quota"]) == (1, 1, 1)
     assert book.due.next_due() == t("2026-04-01T00:00:00+08:00").timestamp()
 

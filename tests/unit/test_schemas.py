@@ -30,6 +30,7 @@ from jsonschema import Draft202012Validator
 
 from stream_app import topics
 from stream_app.domain import InvalidInput, subscription, usage_record
+from stream_app.domain.outputs import derive_id
 from stream_app.settings import Settings
 from stream_app.tools.replay import replay_lines
 
@@ -42,6 +43,8 @@ SCHEMA_OF_TOPIC = {
     topics.SUBSCRIPTIONS: "subscription",
     topics.BILLING: "balance",
     topics.REQUESTS: "request",
+    topics.COMMAND_RESULTS: "command_result",
+    topics.INVENTORY: "carrier_status",
     topics.COMMANDS: "command",
     topics.ALERTS: "alert",
     topics.CHARGES: "charge",
@@ -142,6 +145,12 @@ RENEWED = "89860012345678900001"  # expires, is renewed within the grace period
 LAPSED = "89860012345678900002"  # expires, is cancelled after the grace period, starts a new life
 SLOWED = "89860012345678900003"  # on_quota throttle: slowed at the quota, an add-on lifts it
 TOPPED = "89860012345678900004"  # suspended at the quota, an add-on pack restores it
+ACKED = "89860012345678900005"  # its suspend is applied at the first send
+REFUSED = "89860012345678900006"  # its suspend fails, is sent again, then rejected
+SILENT = "89860012345678900007"  # its suspend never gets a result: sent until it fails
+DRIFTED = "89860012345678900008"  # active, the carrier says suspended: reconciled
+GONE = "89860012345678900009"  # the carrier says cancelled: an alert, never re-activated
+LOOSE = "89860012345678900010"  # throttled, the carrier says not: throttled again
 
 
 def _line(topic: str, value: object) -> bytes:
@@ -340,6 +349,101 @@ def _addons_and_throttling(s: _Script) -> None:
     s.tick("2026-10-01T00:00:30+08:00")  # SLOWED: the month start ends the throttling
 
 
+def _command_id(iccid: str, record_id: str, month: str = "2026-03") -> str:
+    return derive_id("command", iccid, "suspend", "quota", "usage", record_id, month)
+
+
+def _result(
+    result_id: str, iccid: str, command_id: str, outcome: str, at: str, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "result_id": result_id,
+        "command_id": command_id,
+        "iccid": iccid,
+        "outcome": outcome,
+        "at": at,
+        **extra,
+    }
+
+
+def _results_and_drift(s: _Script) -> None:
+    """March, acknowledgement tracking on (10 minutes, 3 sends): a suspend applied, one
+    failed then rejected, one never answered, drift repaired and alerted (R24-R26)."""
+    for iccid in (ACKED, REFUSED, SILENT, DRIFTED, GONE):
+        s.add(
+            "sim.subscriptions",
+            {**_subscription(iccid, "2026-03-02T00:00:00+08:00", None), "auto_suspend": True},
+        )
+    loose = {
+        **_subscription(LOOSE, "2026-03-02T00:00:00+08:00", None),
+        "on_quota": "throttle",
+        "throttle_kbps": 64,
+    }
+    s.add("sim.subscriptions", loose)
+    for iccid in (ACKED, REFUSED, SILENT, LOOSE):
+        s.add(
+            "sim.usage",
+            _usage(f"{iccid}-1", iccid, "2026-03-03T08:00:00+08:00", "2026-03-03T08:30:00+08:00", 2 * GB),
+        )
+    s.add(
+        "sim.command-results",
+        _result(
+            "res-1",
+            ACKED,
+            _command_id(ACKED, f"{ACKED}-1"),
+            "applied",
+            "2026-03-03T08:31:00+08:00",
+            carrier_status="suspended",
+        ),
+    )
+    s.add(
+        "sim.command-results",
+        _result(
+            "res-2",
+            REFUSED,
+            _command_id(REFUSED, f"{REFUSED}-1"),
+            "failed",
+            "2026-03-03T08:31:00+08:00",
+            detail="busy",
+        ),
+    )
+    s.tick("2026-03-03T08:35:00+08:00")  # REFUSED sent again (attempt 2) after a minute
+    s.add(
+        "sim.command-results",
+        _result(
+            "res-3",
+            REFUSED,
+            _command_id(REFUSED, f"{REFUSED}-1"),
+            "rejected",
+            "2026-03-03T08:36:00+08:00",
+            detail="no such card",
+        ),
+    )
+    s.add(
+        "sim.command-results",
+        _result("res-4", ACKED, "not-a-command-of-ours", "applied", "2026-03-03T08:37:00+08:00"),
+    )
+    s.add(
+        "sim.inventory",
+        {"event_id": "inv-1", "iccid": DRIFTED, "status": "suspended", "at": "2026-03-03T09:00:00+08:00"},
+    )
+    s.add(
+        "sim.inventory",
+        {"event_id": "inv-2", "iccid": GONE, "status": "cancelled", "at": "2026-03-03T09:00:00+08:00"},
+    )
+    s.add(
+        "sim.inventory",
+        {
+            "event_id": "inv-3",
+            "iccid": LOOSE,
+            "status": "active",
+            "throttled": False,
+            "at": "2026-03-03T10:00:00+08:00",
+        },
+    )
+    s.tick("2026-03-03T12:00:00+08:00")  # SILENT: three sends without a result, then command_failed
+
+
 def _scenario() -> tuple[list[bytes], list[tuple[str, dict[str, Any], bool]]]:
     """Replay lines, and the messages in them with their topic's schema and validity."""
     script = _Script()
@@ -350,10 +454,24 @@ def _scenario() -> tuple[list[bytes], list[tuple[str, dict[str, Any], bool]]]:
     return script.lines, script.messages
 
 
+TRACKING = {"STREAM_APP_COMMAND_ACK_TIMEOUT": "10m", "STREAM_APP_COMMAND_MAX_ATTEMPTS": "3"}
+
+
+def _tracked_scenario() -> tuple[list[bytes], list[tuple[str, dict[str, Any], bool]]]:
+    """Replay lines run with acknowledgement tracking on."""
+    script = _Script()
+    _results_and_drift(script)
+    return script.lines, script.messages
+
+
 @cache
 def _replay_cached() -> tuple[bytes, ...]:
     lines, _ = _scenario()
-    return tuple(replay_lines(Settings.from_env({}), lines))
+    tracked, _ = _tracked_scenario()
+    return (
+        *replay_lines(Settings.from_env({}), lines),
+        *replay_lines(Settings.from_env(TRACKING), tracked),
+    )
 
 
 def _replay() -> list[dict[str, Any]]:
@@ -371,7 +489,8 @@ def _values(outputs: list[dict[str, Any]], topic: str, **match: Any) -> list[dic
 
 def test_scenario_inputs_match_their_schemas_as_intended() -> None:
     _, messages = _scenario()
-    for name, message, valid in messages:
+    _, tracked = _tracked_scenario()
+    for name, message, valid in messages + tracked:
         assert schema_accepts(name, message) is valid, (name, message, errors(name, message))
 
 
@@ -403,6 +522,8 @@ EXPECTED_COMMANDS = {
     ("throttle", "quota", "usage"),
     ("unthrottle", "quota", "quota_raised"),
     ("unthrottle", "quota", "month_start"),
+    ("restore", None, "reconcile"),
+    ("throttle", "quota", "reconcile"),
 }
 
 
