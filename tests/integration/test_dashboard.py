@@ -143,17 +143,11 @@ class Live:
 
 
 async def trickle(producer: AIOKafkaProducer, settings: Settings) -> None:
-    """A usage record every half second for a SIM far from its quota."""
-    sim = iccid()
-    await send(
-        producer,
-        settings,
-        "subscriptions",
-        {**subscription(sim, 10**15), "updated_at": "2026-03-01T00:00:00Z"},
-    )
+    """A usage record every half second, each for a SIM never seen: every one is counted
+    and gets an alert (unknown_sim), so freshness and decision latency keep moving."""
     for n in range(10**6):
         start = settings.clock().now() - timedelta(minutes=6)
-        await send(producer, settings, "usage", usage(sim, 1000, f"trickle-{n}", start=start))
+        await send(producer, settings, "usage", usage(iccid(), 1000, f"trickle-{n}", start=start))
         await asyncio.sleep(0.5)
 
 
