@@ -43,6 +43,7 @@ from stream_app.domain.timeutil import format_time, parse_time  # noqa: E402
 from stream_app.pipeline import validate  # noqa: E402
 from stream_app.settings import Settings  # noqa: E402
 from stream_app.tools.admin import ensure_topics  # noqa: E402
+from stream_app.tools.interrupt import interrupt_on_signals  # noqa: E402
 from stream_app.tools.localbroker import LocalBroker, free_port  # noqa: E402
 from stream_app.tools.replay import replay_lines  # noqa: E402
 from stream_app.topics import REGISTRY, env_name  # noqa: E402
@@ -183,6 +184,7 @@ class Worker:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
+        STARTED.append(self)
 
     def wait_ready(self, timeout: float = 600) -> float:
         """Until /readyz answers 200: partitions owned and tables recovered."""
@@ -407,6 +409,7 @@ async def main() -> None:  # noqa: PLR0915 - one linear script, read top to bott
             controller_port=free_port(),
             libs=LocalBroker(home=ROOT / ".kafka").ensure_jars(),
         )
+        STARTED.append(broker)
         bootstrap = broker.start()
     results: dict[str, Any] = {
         "records": args.records,
@@ -471,8 +474,7 @@ async def main() -> None:  # noqa: PLR0915 - one linear script, read top to bott
         results["replay_rps"] = replay_rate(min(args.records, 200_000), min(args.sims, 20_000))
         print(f"replay: {results['replay_rps']:,.0f} lines/s", flush=True)
     finally:
-        if broker is not None:
-            broker.stop()
+        stop_started()
         shutil.rmtree(workdir, ignore_errors=True)
 
     Path(args.output).write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
@@ -486,5 +488,29 @@ async def main() -> None:  # noqa: PLR0915 - one linear script, read top to bott
     print(f"\nwritten to {args.output}")
 
 
+# Interrupted (Ctrl-C, `timeout`, kill) or not, the bench stops what it started: its
+# broker runs in a session of its own and would outlive it otherwise.
+STARTED: list[Worker | LocalBroker] = []
+
+
+def stop_started() -> None:
+    """Stop every worker and broker this run started, newest first (each stop is idempotent)."""
+    while STARTED:
+        STARTED.pop().stop()
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    interrupt_on_signals()
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt as signalled:
+        stop_started()
+        print(
+            f"bench: interrupted ({signalled}); its broker and workers are stopped",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.stdout.flush()
+        # Exit now: the Kafka clients' sends cut short are dropped on purpose, and would
+        # only be reported as "Task was destroyed" while the interpreter winds down.
+        os._exit(1)

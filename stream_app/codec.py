@@ -33,7 +33,7 @@ rewritten in this format at the SIM's next write.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +42,7 @@ import orjson
 from .domain import InvalidInput, Policy, SimState
 from .domain.fast import Hot, Lane, hot_of
 from .domain.memory import HASH_BYTES, IdMemory, Segment, id_hash
+from .domain.pools import PoolState, member_from_dict, member_to_dict, pool_from_dict, pool_to_dict
 from .domain.state import profile_from_dict, profile_to_dict
 
 Entry = tuple[bytes, bytes | None]
@@ -277,7 +278,7 @@ def load_sim(iccid: str, get: Callable[[bytes], bytes | None], policy: Policy) -
 
 
 def is_card_key(key: bytes) -> bool:
-    return b"/" not in key
+    return b"/" not in key and not key.startswith(POOL)
 
 
 def states_of(entries: Mapping[bytes, bytes], policy: Policy) -> dict[str, SimState]:
@@ -301,3 +302,94 @@ def _state_v1(iccid: str, obj: dict[str, Any]) -> SimState:
         ids.add(id_hash(record_id), int(start // 60), 0, 2**31)
     ids.middle_changed = True  # written out at the next write
     return profile_from_dict(iccid, obj["month"], ids, obj)
+
+
+# --- a pool's stored state ------------------------------------------------------------
+
+POOL = b"pool:"
+"""Pool keys start so (an ICCID never does): ``pool:<id>`` holds the pool's own value,
+``pool:<id>/m/<ICCID>`` one member's row (what it counted for the pool, and whether it is
+a member now), so no stored value grows with the number of members."""
+_MEMBER = b"/m/"
+
+
+@dataclass(slots=True)
+class PoolStored:
+    state: PoolState
+    partition: int | None = None
+
+
+def pool_key(pool_id: str) -> bytes:
+    return POOL + pool_id.encode()
+
+
+def member_key(pool_id: str, iccid: str) -> bytes:
+    return pool_key(pool_id) + _MEMBER + iccid.encode()
+
+
+def is_pool_key(key: bytes) -> bool:
+    return key.startswith(POOL) and _MEMBER not in key
+
+
+def is_member_key(key: bytes) -> bool:
+    return key.startswith(POOL) and _MEMBER in key
+
+
+def pool_entries(stored: PoolStored) -> list[Entry]:
+    """The pool's value, then the member rows the last steps changed.
+
+    The pool's value carries those rows too: the totals and the rows they were summed
+    from are then written in one record, and a crash before the rows themselves are
+    written leaves them in the pool's value, which reading prefers (``load_pool``).
+    The next write of the pool drops them: by then the rows were written before it.
+    """
+    state = stored.state
+    rows = {iccid: member_to_dict(state.members[iccid]) for iccid in sorted(state.touched)}
+    value = {**pool_to_dict(state), "p": stored.partition, "rows": rows}
+    entries: list[Entry] = [(pool_key(state.pool_id), orjson.dumps(value))]
+    entries += [(member_key(state.pool_id, iccid), orjson.dumps(row)) for iccid, row in rows.items()]
+    state.touched.clear()
+    return entries
+
+
+def load_pool(
+    pool_id: str, get: Callable[[bytes], bytes | None], iccids: Iterable[str], roster: set[str] | None
+) -> PoolState | None:
+    """A pool with the rows of ``iccids`` (the members a batch reports for) and its
+    roster (the worker's index of members); None if the pool was never stored."""
+    raw = get(pool_key(pool_id))
+    if raw is None:
+        return None
+    obj = orjson.loads(raw)
+    state = pool_from_dict(obj)
+    pending = obj.get("rows", {})
+    for iccid in iccids:
+        row = pending.get(iccid)
+        if row is None:
+            stored_row = get(member_key(pool_id, iccid))
+            row = orjson.loads(stored_row) if stored_row is not None else None
+        if row is not None:
+            state.members[iccid] = member_from_dict(row)
+    if roster is not None:
+        state.roster = roster
+    return state
+
+
+def read_pool_index(key: bytes, raw: bytes) -> tuple[str, str | None, dict[str, Any]]:
+    """What indexing needs of a pool entry: (pool_id, member ICCID or None, value)."""
+    text = key[len(POOL) :].decode()
+    pool_id, _, iccid = text.partition("/m/")
+    return pool_id, iccid or None, orjson.loads(raw)
+
+
+def entries_of(stored: Stored | PoolStored) -> list[Entry]:
+    """What to write for a SIM or a pool."""
+    return pool_entries(stored) if isinstance(stored, PoolStored) else sim_entries(stored)
+
+
+def place(stored: Stored | PoolStored, partition: int) -> None:
+    """Record the partition a state is written to: a worker finds its own after recovery."""
+    if isinstance(stored, PoolStored):
+        stored.partition = partition
+    else:
+        stored.hot.partition = partition

@@ -29,8 +29,9 @@ from .domain import (
     usage_record,
 )
 from .domain.engine import Input, apply_input
+from .domain.inputs import pool_notice
 from .domain.outputs import dead_letter
-from .topics import BILLING, COMMAND_RESULTS, INVENTORY, REQUESTS, SUBSCRIPTIONS, USAGE
+from .topics import BILLING, COMMAND_RESULTS, INVENTORY, POOL_NOTICES, REQUESTS, SUBSCRIPTIONS, USAGE
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,8 @@ def validate(logical: str, message: dict[str, Any]) -> Input:
         return command_result(message)
     if logical == INVENTORY:
         return carrier_status(message)
+    if logical == POOL_NOTICES:
+        return pool_notice(message)
     raise InvalidInput("unsupported_topic", f"{logical} is not an input topic")
 
 

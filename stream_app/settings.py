@@ -4,11 +4,18 @@ All variables are prefixed ``STREAM_APP_`` except ``KAFKA_BOOTSTRAP_SERVERS``, t
 every Kafka tool and operator already uses. Faust's own settings are given an env prefix
 (``STREAM_APP_FAUST_``) by the app factory, so unprefixed variables such as
 ``BROKER_URL`` or a Kubernetes-injected ``WEB_PORT`` cannot override them.
+
+Any other ``STREAM_APP_*`` variable is reported as an unknown setting, with the closest
+real name, and stops start-up like a bad value: a misspelled setting silently left at
+its default (an API token that is never asked for, a partition count that creates the
+topics wrong for good) costs far more than a refused start, whose message names the fix.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import ssl
 import time
 from collections.abc import Callable, Mapping
@@ -125,6 +132,49 @@ VARIABLES: tuple[Variable, ...] = (
 _DEFAULTS = {v.name: v.default for v in VARIABLES}
 SECRETS = frozenset({"STREAM_APP_API_TOKEN", "STREAM_APP_KAFKA_SASL_PASSWORD"})
 """Never echoed: not in errors, repr, logs or metrics."""
+LOCAL_BROKER_VARIABLES: tuple[Variable, ...] = tuple(
+    v
+    for v in (
+        Variable("STREAM_APP_KAFKA_PORT", "9092", "local broker (stream-app broker, make run): client port"),
+        Variable("STREAM_APP_KAFKA_CONTROLLER_PORT", "9093", "local broker: KRaft controller port"),
+        Variable("STREAM_APP_KAFKA_HOME", ".kafka", "local broker: folder of its jars, data, log and pid"),
+    )
+    if v.name not in _DEFAULTS  # one the worker reads too is documented in VARIABLES
+)
+"""Read by the local development broker only, not by the worker."""
+FAUST_PREFIX = "STREAM_APP_FAUST_"
+_KNOWN = {v.name for v in (*VARIABLES, *LOCAL_BROKER_VARIABLES)}
+# What Kubernetes injects for a Service named stream-app* when service links are on
+# (deploy/k8s turns them off; other manifests may not): legitimate, never a typo.
+_SERVICE_LINK = re.compile(r"STREAM_APP\w*_(SERVICE_HOST|SERVICE_PORT\w*|PORT_\d+_(TCP|UDP|SCTP)\w*)")
+_SERVICE_URL = re.compile(r"(tcp|udp|sctp)://")
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """A problem line for every ``STREAM_APP_*`` variable stream-app does not read, with
+    the closest real name when one is close (compared without the common prefix)."""
+    problems = []
+    by_suffix = {name.removeprefix("STREAM_APP_"): name for name in _KNOWN}
+    for name in sorted(env):
+        if (
+            not name.startswith("STREAM_APP_")
+            or name in _KNOWN
+            or name.startswith(FAUST_PREFIX)
+            or _SERVICE_LINK.fullmatch(name)
+            or (name.endswith("_PORT") and _SERVICE_URL.match(env[name]))
+        ):
+            continue
+        close = difflib.get_close_matches(name.removeprefix("STREAM_APP_"), by_suffix, n=1, cutoff=0.75)
+        guess = by_suffix[close[0]] if close else None
+        secret = guess in SECRETS or any(word in name for word in ("TOKEN", "PASSWORD", "SECRET"))
+        shown = "<secret>" if secret else env[name]
+        hint = (
+            f"did you mean {guess}?"
+            if guess
+            else f"`stream-app settings` lists them all; Faust's own take the prefix {FAUST_PREFIX}"
+        )
+        problems.append(f"{name}={shown}: unknown setting; {hint}")
+    return problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +224,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         source = os.environ if env is None else env
-        problems: list[str] = []
+        problems: list[str] = unknown_variables(source)
 
         def get(name: str, parse: Callable[[str], T], fallback: T, default: str | None = None) -> T:
             raw = source.get(name, _DEFAULTS[name] if default is None else default)

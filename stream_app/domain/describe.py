@@ -76,6 +76,14 @@ def describe(stored: SimState, now: datetime, policy: Policy) -> dict[str, Any]:
             for addon_id, (month, size) in sorted(state.addons.items(), key=lambda a: (a[1][0], a[0]))
         ],
         "throttled": state.throttled,
+        "pool": None
+        if sub is None or sub.pool_id is None
+        else {
+            "pool_id": sub.pool_id,
+            "exhausted": state.pool_hold is not None and state.pool_hold["pool_id"] == sub.pool_id,
+            "until": state.pool_hold["until"] if state.pool_hold is not None else None,
+            "counted_this_month": state.pool_used.get(sub.pool_id, {}).get(state.month, 0),
+        },
         "intended_status": intended(state),
         "carrier": state.carrier,
         "pending_commands": [

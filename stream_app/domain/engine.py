@@ -14,7 +14,16 @@ from typing import NamedTuple
 
 from . import outputs as out
 from .commands import observe, on_result
-from .inputs import BalanceEvent, CarrierStatus, CommandResult, ManualRequest, Subscription, UsageRecord
+from .inputs import (
+    BalanceEvent,
+    CarrierStatus,
+    CommandResult,
+    ManualRequest,
+    PoolNotice,
+    Subscription,
+    UsageRecord,
+)
+from .membership import change_pool, count_for_pool, on_notice
 from .memory import id_hash
 from .outputs import Output, Rejection
 from .policy import Policy
@@ -105,6 +114,7 @@ def apply_usage(state: SimState, record: UsageRecord, now: datetime, policy: Pol
     usage = state.usage(month)
     before = usage.used_bytes
     usage.used_bytes = before + record.total_bytes
+    count_for_pool(state, ctx, record)
     sub = state.subscription
     if state.cancelled:
         return Step(state, ctx.emitted, "cancelled")  # counted, but a cancelled SIM gets nothing
@@ -168,6 +178,7 @@ def apply_subscription(state: SimState, sub: Subscription, now: datetime, policy
         start_new_life(state, ctx, "renewal", now, cause)
     state.subscription = sub
     counted = add_addons(state)
+    change_pool(state, ctx, old, sub, cause)
     if EXPIRY in state.reasons and (sub.expires_at is None or sub.expires_at > now):
         state.expired_at = None
         clear_reason(state, ctx, EXPIRY, "renewal", now, cause, cause)
@@ -280,7 +291,15 @@ def apply_carrier_status(state: SimState, status: CarrierStatus, now: datetime, 
     return Step(state, ctx.emitted, "accepted")
 
 
-Input = UsageRecord | Subscription | BalanceEvent | ManualRequest | CommandResult | CarrierStatus
+def apply_pool_notice(state: SimState, notice: PoolNotice, now: datetime, policy: Policy) -> Step:
+    """What the SIM's pool says (R18, R19): it ran out, or its quota was lifted."""
+    ctx = Ctx(now, policy)
+    advance(state, ctx)
+    outcome = on_notice(state, ctx, notice.value)
+    return Step(state, ctx.emitted, outcome)
+
+
+Input = UsageRecord | Subscription | BalanceEvent | ManualRequest | CommandResult | CarrierStatus | PoolNotice
 
 
 def apply_input(state: SimState, item: Input, now: datetime, policy: Policy) -> Step:
@@ -294,6 +313,8 @@ def apply_input(state: SimState, item: Input, now: datetime, policy: Policy) -> 
         return apply_result(state, item, now, policy)
     if isinstance(item, CarrierStatus):
         return apply_carrier_status(state, item, now, policy)
+    if isinstance(item, PoolNotice):
+        return apply_pool_notice(state, item, now, policy)
     return apply_request(state, item, now, policy)
 
 

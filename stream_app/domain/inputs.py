@@ -356,3 +356,71 @@ def carrier_status(obj: dict[str, Any]) -> CarrierStatus:
         throttled=_optional_bool(obj, "throttled"),
         at=_time(obj, "at"),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """A pool (流量池): members share one monthly allowance (R17-R21)."""
+
+    pool_id: str
+    quota_bytes: int
+    auto_suspend: bool
+    warn_at: tuple[float, ...] | None
+    timezone: str | None
+    addons: tuple[Addon, ...]
+    updated_at: datetime
+
+    @property
+    def version_id(self) -> str:
+        """Pools carry no id of their own; this one names the version (R16)."""
+        return f"pool:{self.pool_id}@{format_time(self.updated_at)}"
+
+
+def _timezone(obj: dict[str, Any]) -> str | None:
+    tz = obj.get("timezone")
+    if tz is None:
+        return None
+    if not isinstance(tz, str):
+        raise InvalidInput("wrong_type", "timezone must be an IANA zone name")
+    try:
+        zone(tz)
+    except ValueError:
+        raise InvalidInput("bad_timezone", f"unknown time zone {tz!r}") from None
+    return tz
+
+
+def pool(obj: dict[str, Any]) -> Pool:
+    auto_suspend = obj.get("auto_suspend", False)
+    if auto_suspend is None:
+        auto_suspend = False
+    if not isinstance(auto_suspend, bool):
+        raise InvalidInput("wrong_type", "auto_suspend must be true or false")
+    return Pool(
+        pool_id=pool_id_of(_require(obj, "pool_id")),
+        quota_bytes=_byte_count(obj, "quota_bytes"),
+        auto_suspend=auto_suspend,
+        warn_at=_warn_at(obj),
+        timezone=_timezone(obj),
+        addons=addons_of(obj),
+        updated_at=_time(obj, "updated_at"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PoolNotice:
+    """A pool to one of its members (internal, R18-R19): it ran out, or recovered."""
+
+    iccid: str
+    value: dict[str, Any]
+
+
+def pool_notice(obj: dict[str, Any]) -> PoolNotice:
+    """Validate a notice: written by stream-app itself, but read from a topic."""
+    for name in ("pool_id", "action", "month", "until", "timezone", "trigger", "at"):
+        _string(obj, name)
+    if obj["action"] not in ("exhausted", "cleared"):
+        raise InvalidInput("bad_action", "a pool notice says exhausted or cleared")
+    episode = _integer(obj, "episode")
+    _time(obj, "until")
+    _time(obj, "at")
+    return PoolNotice(iccid_of(obj), {**obj, "episode": episode, "iccid": iccid_of(obj)})

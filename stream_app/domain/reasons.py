@@ -12,7 +12,7 @@ from .outputs import Output
 from .policy import Policy
 from .state import SimState
 
-QUOTA, ARREARS, EXPIRY, MANUAL = "quota", "arrears", "expiry", "manual"
+QUOTA, ARREARS, EXPIRY, MANUAL, POOL = "quota", "arrears", "expiry", "manual", "pool"
 
 
 @dataclass(slots=True)
@@ -36,19 +36,33 @@ def _command(ctx: Ctx, state: SimState, command: Output) -> None:
 
 
 def add_reason(
-    state: SimState, ctx: Ctx, reason: str, trigger: str, at: datetime, cause: str | None, occasion: str
+    state: SimState,
+    ctx: Ctx,
+    reason: str,
+    trigger: str,
+    at: datetime,
+    cause: str | None,
+    occasion: str,
+    pool_id: str | None = None,
 ) -> None:
     """Suspend when the set was empty; otherwise only audit. Nothing once cancelled."""
     if not state.cancelled and reason not in state.reasons:
-        _change(state, ctx, reason, True, trigger, at, cause, occasion)
+        _change(state, ctx, reason, True, trigger, at, cause, occasion, pool_id)
 
 
 def clear_reason(
-    state: SimState, ctx: Ctx, reason: str, trigger: str, at: datetime, cause: str | None, occasion: str
+    state: SimState,
+    ctx: Ctx,
+    reason: str,
+    trigger: str,
+    at: datetime,
+    cause: str | None,
+    occasion: str,
+    pool_id: str | None = None,
 ) -> None:
     """Restore when the set becomes empty; otherwise only audit. Nothing once cancelled."""
     if not state.cancelled and reason in state.reasons:
-        _change(state, ctx, reason, False, trigger, at, cause, occasion)
+        _change(state, ctx, reason, False, trigger, at, cause, occasion, pool_id)
 
 
 def _change(
@@ -60,6 +74,7 @@ def _change(
     at: datetime,
     cause: str | None,
     occasion: str,
+    pool_id: str | None = None,
 ) -> None:
     before, status_before = set(state.reasons), state.status
     if adding:
@@ -68,9 +83,10 @@ def _change(
         state.reasons.discard(reason)
     if not before or not state.reasons:  # the set became non-empty, or empty (R5)
         action = "suspend" if adding else "restore"
-        _command(
-            ctx, state, out.command(state.iccid, action, reason, trigger, at, state.reasons, cause, occasion)
+        command = out.command(
+            state.iccid, action, reason, trigger, at, state.reasons, cause, occasion, pool_id=pool_id
         )
+        _command(ctx, state, command)
     ctx.emitted.append(
         out.audit(
             state.iccid,
@@ -84,6 +100,7 @@ def _change(
             state.status,
             cause,
             occasion,
+            pool_id,
         )
     )
 
@@ -164,6 +181,7 @@ def start_new_life(state: SimState, ctx: Ctx, trigger: str, at: datetime, cause:
     before = set(state.reasons)
     state.cancelled = False
     state.throttled = False
+    state.pool_hold = None
     state.reasons.clear()
     state.balance = None
     state.balance_at = None

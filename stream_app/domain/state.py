@@ -66,6 +66,12 @@ class SimState:
     """The carrier's last known status: status, throttled, at, source (R26)."""
     results: list[dict[str, Any]] = field(default_factory=list)
     """The last command results received, newest last."""
+    pool_used: dict[str, dict[str, int]] = field(default_factory=dict)
+    """What the SIM counted for each pool it was in, per pool month (R17)."""
+    pool_hold: dict[str, Any] | None = None
+    """Its pool ran out: pool_id, month, episode, until (when ``pool`` clears, R19)."""
+    pool_zone: str | None = None
+    """Its pool's time zone, as the pool's last notice said."""
 
     @property
     def status(self) -> str:
@@ -141,6 +147,9 @@ def profile_to_dict(state: SimState) -> dict[str, Any]:
         "pending": state.pending,
         "carrier": state.carrier,
         "results": state.results,
+        "pool_used": state.pool_used,
+        "pool_hold": state.pool_hold,
+        "pool_zone": state.pool_zone,
     }
 
 
@@ -164,6 +173,9 @@ def profile_from_dict(iccid: str, month: str, ids: IdMemory, obj: dict[str, Any]
         pending={k: dict(v) for k, v in obj.get("pending", {}).items()},
         carrier=obj.get("carrier"),
         results=list(obj.get("results", ())),
+        pool_used={k: dict(v) for k, v in obj.get("pool_used", {}).items()},
+        pool_hold=obj.get("pool_hold"),
+        pool_zone=obj.get("pool_zone"),
     )
 
 

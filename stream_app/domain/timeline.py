@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 from . import outputs as out
 from .commands import dues, on_due
+from .membership import end_hold, hold_ends
 from .policy import Policy
 from .quota import evaluate_month, over_quota
 from .reasons import EXPIRY, QUOTA, Ctx, add_reason, cancel, clear_reason, timezone_of, unthrottle
@@ -22,7 +23,7 @@ from .timeutil import add_months, format_time, month_bounds, month_of, next_mont
 # Order of events at the same instant: a cancellation at midnight happens before that
 # month starts (so no fee for a month the number never lives in); a month start before an
 # expiry at the same midnight (so the new month's quota state is settled first).
-CANCEL, MONTH_START, EXPIRE, GRACE_ENDING, EXPIRY_UPCOMING, COMMAND = range(6)
+CANCEL, MONTH_START, POOL_MONTH_START, EXPIRE, GRACE_ENDING, EXPIRY_UPCOMING, COMMAND = range(7)
 
 
 class Due(NamedTuple):
@@ -43,6 +44,8 @@ def cancel_at(state: SimState, policy: Policy) -> datetime | None:
 def pending(state: SimState, policy: Policy) -> list[Due]:
     events = [Due(month_bounds(state.month, timezone_of(state, policy))[1], MONTH_START)]
     events += [Due(at, COMMAND, 0, dimension) for at, dimension in dues(state)]
+    if (hold_end := hold_ends(state)) is not None and not state.cancelled:
+        events.append(Due(hold_end, POOL_MONTH_START))
     if state.cancelled:
         return events
     end = cancel_at(state, policy)
@@ -86,6 +89,8 @@ def advance(state: SimState, ctx: Ctx) -> None:
             _grace_ending(state, ctx, due.at)
         elif due.rank == COMMAND:
             ctx.emitted += on_due(state, due.dimension, due.at, ctx.now, ctx.policy)
+        elif due.rank == POOL_MONTH_START:
+            end_hold(state, ctx, due.at)
         else:
             _expiry_upcoming(state, ctx, [e for e in events if e.rank == EXPIRY_UPCOMING])
 
@@ -217,3 +222,6 @@ def _forget_old_months(state: SimState, ctx: Ctx) -> None:
     for addon_id, (month, _size) in list(state.addons.items()):
         if month < state.month and month_bounds(month, tz)[1] <= cutoff:
             del state.addons[addon_id]
+    for months in state.pool_used.values():
+        for month in [m for m in months if m < state.month and month_bounds(m, tz)[1] <= cutoff]:
+            del months[month]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -48,6 +49,11 @@ def render(body: dict[str, Any]) -> str:
     lines.append(f"month {body['month']}: {_bytes(used)} used{share}, {_bytes(left)} left")
     for addon in body.get("addons", []):
         lines.append(f"  add-on {addon['addon_id']}: +{_bytes(addon['bytes'])} for {addon['month']}")
+    member = body.get("pool")
+    if member:
+        held = f"ran out, held until {member['until']}" if member["exhausted"] else "has room"
+        counted = _bytes(member["counted_this_month"])
+        lines.append(f"pool {member['pool_id']}: {held}; {counted} counted for it")
     forecast = body.get("forecast")
     if forecast and forecast["before_month_end"]:
         lines.append(f"forecast: quota runs out at {forecast['exhaustion_at']}, before the month ends")
@@ -80,7 +86,12 @@ def render(body: dict[str, Any]) -> str:
 
 
 def show(settings: Settings, iccid: str) -> int:
-    url = f"http://{settings.web_host}:{settings.web_port}/sims/{iccid}"
+    return fetch_and_print(settings, f"/sims/{iccid}", render)
+
+
+def fetch_and_print(settings: Settings, path: str, render: Callable[[dict[str, Any]], str]) -> int:
+    """GET ``path`` from the worker's API (any worker: it routes to the owner) and print it."""
+    url = f"http://{settings.web_host}:{settings.web_port}{path}"
     request = urllib.request.Request(url)
     if settings.api_token is not None:
         request.add_header("Authorization", f"Bearer {settings.api_token}")

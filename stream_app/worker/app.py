@@ -37,23 +37,21 @@ from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from .. import codec
-from ..codec import Stored, stored_of
+from ..codec import PoolStored, Stored, stored_of
 from ..domain import CommandResult, UsageRecord
+from ..domain.pools import PoolState, pool_from_dict, pool_tick
 from ..ops.web import install_views
 from ..pipeline import Decision, Source, decide_tick
 from ..settings import Settings
 from ..topics import (
     ALERTS,
-    BILLING,
     CHARGES,
-    COMMAND_RESULTS,
     COMMANDS,
+    CONSUMED,
     DEADLETTER,
-    INPUTS,
-    INVENTORY,
-    OUTPUTS,
-    REQUESTS,
-    SUBSCRIPTIONS,
+    POOL_USAGE,
+    POOLS,
+    SENT,
     TICKS,
     USAGE,
 )
@@ -64,7 +62,9 @@ from .intake import Intake
 from .logs import limit_repeats, logging_config
 from .metrics import Metrics
 from .offsets import Ledger, Partition
-from .ownership import Books, PartitionBook, Summary, summary
+from .ownership import POOL_DUE, Books, PartitionBook, Summary, summary
+from .pooling import decide_pools
+from .refusals import Refusals
 from .writer import Write, Writer, Written
 
 log = logging.getLogger("stream_app")
@@ -87,6 +87,7 @@ class Worker:
         self.clock = settings.clock()
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry)
+        self.refusals = Refusals(log)  # dead letters summarised in the log
         self.app = faust.App(
             settings.app_id,
             broker=[f"kafka://{host.strip()}" for host in settings.bootstrap_servers.split(",")],
@@ -110,17 +111,17 @@ class Worker:
         )
         self.table = self.app.Table(TABLE, key_type=bytes, value_type=bytes, partitions=settings.partitions)
         self.ticks = self._topic(TICKS)
-        self.books = Books()
+        self.books = Books(self.policy)
         self._loaded: dict[str, Summary] = {}
         self._state_lock = asyncio.Lock()
         self.writer = Writer(
             self.app,
             self.table,
-            {logical: settings.topic(logical) for logical in OUTPUTS},
+            {logical: settings.topic(logical) for logical in SENT},
             self._observe,
             self.books.record,
         )
-        for logical in INPUTS:  # exported at 0 from the start, so a dashboard shows a line
+        for logical in CONSUMED:  # exported at 0 from the start, so a dashboard shows a line
             self.metrics.read_back.labels(settings.topic(logical))
         self.ledger = Ledger()
         self.intake = Intake(
@@ -131,7 +132,7 @@ class Worker:
             interrupted=lambda: bool(self.app.rebalancing),
             idle_after=2 * settings.tick_interval.total_seconds(),
         )
-        committer.install(self.app, self.ledger, [settings.topic(logical) for logical in (*INPUTS, TICKS)])
+        committer.install(self.app, self.ledger, [settings.topic(logical) for logical in (*CONSUMED, TICKS)])
         # Front door (issue 12): input the fetcher cannot decode is held, not fatal; the
         # broker's last answer decides readiness.
         self.fetch_watch = fetching.FetchWatch()
@@ -196,6 +197,7 @@ class Worker:
             metrics.charges.labels(value["kind"]).inc()
         elif topic == DEADLETTER:
             metrics.dead_letters.labels(value["topic"], value["error"]).inc()
+            self.refusals.add(value)
 
     async def book(self, partition: int) -> PartitionBook:
         """This partition's book, built from the table on first use after a rebalance.
@@ -212,24 +214,38 @@ class Worker:
         owned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == ticks}
         building = {p: PartitionBook() for p in owned | {partition} if p not in self.books.partitions}
         generation = self.books.generation
+        pools: dict[str, PoolStored] = {}
+        members: dict[str, set[str]] = {}
         for n, (key, raw) in enumerate(list(self.table.items())):
             if n % 2000 == 1999:
                 await asyncio.sleep(0)
-            if not codec.is_card_key(key):
-                continue
             try:
-                card = codec.read_card(key.decode(), raw, self.policy)
+                if codec.is_card_key(key):
+                    card = codec.read_card(key.decode(), raw, self.policy)
+                    target = building.get(card.partition) if card.partition is not None else None
+                    if target is not None:
+                        self.books.add(target, card)
+                elif codec.is_pool_key(key) or codec.is_member_key(key):
+                    pool_id, iccid, value = codec.read_pool_index(key, raw)
+                    if iccid is None:
+                        pools[pool_id] = PoolStored(pool_from_dict(value), value.get("p"))
+                    elif value["in"]:
+                        members.setdefault(pool_id, set()).add(iccid)
             except Exception:
                 log.exception("stored state of %r cannot be decoded; skipped", key)
-                continue
-            target = building.get(card.partition) if card.partition is not None else None
-            if target is not None:
-                self.books.add(target, card)
         if generation != self.books.generation:  # a rebalance came meanwhile: build again
             return await self.book(partition)
         for number, built in building.items():
             self.books.partitions.setdefault(number, built)
-            log.info("partition %d: %d SIMs, %d due", number, sum(built.statuses.values()), len(built.due))
+        for pool_id, stored in pools.items():
+            if stored.partition in building:
+                stored.state.roster = members.get(pool_id, set())
+                self.books.record_pool(stored.partition, stored)
+        for number, built in building.items():
+            sims = sum(built.statuses[s] for s in ("active", "suspended", "cancelled"))
+            log.info(
+                "partition %d: %d SIMs, %d pools, %d due", number, sims, len(built.rosters), len(built.due)
+            )
         return self.books.partitions[partition]
 
     # --- agents --------------------------------------------------------------------
@@ -254,6 +270,8 @@ class Worker:
             await self.intake.take(logical, events)
 
     async def _decide_and_apply(self, logical: str, batch: list[Incoming]) -> Written:
+        if logical in (POOLS, POOL_USAGE):
+            return await self._decide_pools(logical, batch)
         now = self.clock.now()
         by_key = {i.key: i.ref for i in batch}
         invalid, sims = decide_batch(
@@ -271,6 +289,36 @@ class Worker:
             writes.append(Write(sim.iccid, sim.state, outputs, sim.last.source, before, sim.last.ref))
         written = await self.writer.write(writes)
         self._count(logical, now, invalid, sims)
+        return written
+
+    async def _decide_pools(self, logical: str, batch: list[Incoming]) -> Written:
+        """Pool definitions and members' reports (R17-R21): one load and write per pool."""
+        now = self.clock.now()
+        refs: dict[bytes | None, Any] = {i.key: i.ref for i in batch}
+        partitions = {i.key: i.source.partition for i in batch}
+        for partition in set(partitions.values()):
+            await self.book(partition)  # the pools' rosters
+
+        def load(pool_id: str, iccids: list[str]) -> PoolState | None:
+            key = pool_id.encode()
+            token = _current_event.set(weakref.ref(refs[key]) if refs.get(key) is not None else None)
+            try:
+                roster = self.books.roster(partitions[key], pool_id)
+                return codec.load_pool(pool_id, self.table.data.get, iccids, roster)
+            finally:
+                _current_event.reset(token)
+
+        invalid, pools = decide_pools(logical, batch, load, now, self.policy, self.settings.max_message_bytes)
+        writes = [Write(None, None, d.outputs, i.source, None, i.ref) for i, d in invalid]
+        writes += [
+            Write(p.pool_id, PoolStored(p.state), p.outputs, p.last.source, None, p.last.ref) for p in pools
+        ]
+        written = await self.writer.write(writes)
+        outcomes: Counter[str] = Counter(d.outcome for _i, d in invalid)
+        for p in pools:
+            outcomes.update(p.outcomes)
+        for outcome, number in outcomes.items():
+            self.metrics.input_messages.labels(logical, outcome).inc(number)
         return written
 
     def _count(
@@ -315,7 +363,7 @@ class Worker:
                 await self.intake.check_idle(self._inputs(event.message.partition), self._read_upto, event)
 
     def _inputs(self, partition: int) -> list[tuple[str, Partition]]:
-        return [(logical, Partition(self.settings.topic(logical), partition)) for logical in INPUTS]
+        return [(logical, Partition(self.settings.topic(logical), partition)) for logical in CONSUMED]
 
     def _read_upto(self, partition: Partition) -> int | None:
         """The offset after the last one Faust's consumer has read from the partition.
@@ -342,6 +390,13 @@ class Worker:
         writes: list[Write] = []
         for _due, iccid in book.due.pop_due(now.timestamp()):
             due += 1
+            if iccid.startswith(POOL_DUE):
+                pool_write = self._pool_tick(iccid, partition, now, source, event)
+                if pool_write is None:
+                    retry.append(iccid)
+                else:
+                    writes.append(pool_write)
+                continue
             try:
                 stored = self.load(iccid, event)
                 decision = decide_tick(stored.state(), now, self.policy) if stored is not None else None
@@ -367,6 +422,22 @@ class Worker:
             self.metrics.sweep_timestamp.set(time.time())
             self.metrics.sweep_duration.set(time.monotonic() - started)
 
+    def _pool_tick(self, key: str, partition: int, now: datetime, source: Source, event: Any) -> Write | None:
+        """A pool's month start (R19): its new month may be over its quota already."""
+        pool_id = key[len(POOL_DUE) :]
+        token = _current_event.set(weakref.ref(event))
+        try:
+            state = codec.load_pool(pool_id, self.table.data.get, (), self.books.roster(partition, pool_id))
+            if state is None:
+                return None
+            step = pool_tick(state, now, self.policy)
+        except Exception:
+            log.exception("rolling pool %s forward failed", pool_id)
+            return None
+        finally:
+            _current_event.reset(token)
+        return Write(key, PoolStored(step.state), step.outputs, source, None, event)
+
     async def _every_tick_interval(self) -> None:
         # An exception escaping a timer crashes the whole worker: log and go on.
         try:
@@ -384,12 +455,15 @@ class Worker:
         statuses, reasons, pending = self.books.totals()
         for status in ("active", "suspended", "cancelled"):
             metrics.sims.labels(status).set(statuses[status])
-        for reason in ("quota", "arrears", "expiry", "manual"):
+        for reason in ("quota", "arrears", "expiry", "manual", "pool"):
             metrics.suspended_sims.labels(reason).set(reasons[reason])
+        conditions = Counter(c for book in self.books.partitions.values() for c in book.pools.values())
+        for condition in ("ok", "exhausted", "unknown"):
+            metrics.pools.labels(condition).set(conditions[condition])
         metrics.throttled_sims.set(statuses["throttled"])
         for dimension in ("suspension", "throttling"):
             metrics.pending_commands.labels(dimension).set(pending[dimension])
-        inputs = {self.settings.topic(t) for t in INPUTS}
+        inputs = {self.settings.topic(t) for t in CONSUMED}
         consumer = self.app.consumer
         committed = getattr(consumer, "_committed_offset", {})
         owned = 0
@@ -403,6 +477,12 @@ class Worker:
                 metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(end - (done or 0), 0))
         metrics.owned_partitions.set(owned)
         metrics.stuck_partitions.set(len(self.ledger.stuck()))
+
+    def roster(self, pool_id: str) -> set[str] | None:
+        for book in self.books.partitions.values():
+            if pool_id in book.rosters:
+                return book.rosters[pool_id]
+        return None
 
     def ready(self) -> bool:
         """Owns partitions and has recovered its tables (and is not rebalancing)."""
@@ -437,8 +517,9 @@ class Worker:
     def _install(self) -> None:
         app = self.app
         app.agent(self._topic(USAGE), name="usage")(self._input_agent(USAGE))
-        for logical in (SUBSCRIPTIONS, BILLING, REQUESTS, COMMAND_RESULTS, INVENTORY):
-            app.agent(self._topic(logical), name=logical)(self._input_agent(logical))
+        for logical in CONSUMED:
+            if logical != USAGE:
+                app.agent(self._topic(logical), name=logical)(self._input_agent(logical))
         app.agent(self.ticks, name="ticks")(self._on_tick)
         app.timer(self.settings.tick_interval.total_seconds(), name="every_tick_interval")(
             self._every_tick_interval

@@ -62,6 +62,12 @@ class Metrics:
         self.addons = Counter(
             "stream_app_addons", "Add-on packs counted (each addon_id once per SIM)", registry=registry
         )
+        self.pools = Gauge(
+            "stream_app_pools",
+            "Pools (流量池) in the partitions this worker owns, by state: ok, exhausted, unknown",
+            ["state"],
+            registry=registry,
+        )
         self.pending_commands = Gauge(
             "stream_app_pending_commands",
             "SIMs with a command waiting for its result (acknowledgement tracking), by dimension",

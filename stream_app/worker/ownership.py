@@ -11,9 +11,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ..codec import Card
+from ..codec import Card, PoolStored, Stored
+from ..domain import Policy
 from ..domain.fast import Hot
+from ..domain.pools import PoolState, pool_due
 from ..schedule import DueIndex
+
+POOL_DUE = "pool:"
+"""Due-index keys of pools (an ICCID never starts so)."""
 
 
 class Summary(NamedTuple):
@@ -34,6 +39,10 @@ class PartitionBook:
     reasons: Counter[str] = field(default_factory=Counter)
     pending: Counter[str] = field(default_factory=Counter)
     """SIMs with a command waiting for its result, per dimension."""
+    rosters: dict[str, set[str]] = field(default_factory=dict)
+    """Each pool of the partition: its members' ICCIDs (whom its notices go to)."""
+    pools: dict[str, str] = field(default_factory=dict)
+    """Each pool of the partition: ok, exhausted or unknown (for the gauges)."""
 
     def count(self, item: Summary, sign: int) -> None:
         self.statuses[item.status] += sign
@@ -45,7 +54,8 @@ class PartitionBook:
 
 
 class Books:
-    def __init__(self) -> None:
+    def __init__(self, policy: Policy | None = None) -> None:
+        self.policy = policy or Policy()
         self.partitions: dict[int, PartitionBook] = {}
         self.generation = 0
         """Bumped by every clear (rebalance): a build that spans one is thrown away."""
@@ -61,8 +71,12 @@ class Books:
         book.due.schedule(card.iccid, card.due)
         book.count(summary(card), +1)
 
-    def record(self, partition: int, before: Summary | None, after: Hot) -> None:
-        """A SIM's state was written; a partition not built yet will see it when built."""
+    def record(self, partition: int, before: Summary | None, written: Stored | PoolStored) -> None:
+        """A state was written; a partition not built yet will see it when built."""
+        if isinstance(written, PoolStored):
+            self.record_pool(partition, written)
+            return
+        after = written.hot
         book = self.partitions.get(partition)
         if book is None:
             return
@@ -84,3 +98,23 @@ class Books:
             reasons.update(book.reasons)
             pending.update(book.pending)
         return statuses, reasons, pending
+
+    def record_pool(self, partition: int, written: PoolStored) -> None:
+        state = written.state
+        book = self.partitions.get(partition)
+        if book is None:
+            return
+        book.rosters[state.pool_id] = state.roster
+        book.pools[state.pool_id] = pool_condition(state)
+        book.due.schedule(POOL_DUE + state.pool_id, pool_due(state, self.policy).timestamp())
+
+    def roster(self, partition: int, pool_id: str) -> set[str] | None:
+        book = self.partitions.get(partition)
+        return None if book is None else book.rosters.setdefault(pool_id, set())
+
+
+def pool_condition(state: PoolState) -> str:
+    if state.definition is None:
+        return "unknown"
+    current = state.months.get(state.month)
+    return "exhausted" if current is not None and current.exhausted else "ok"

@@ -30,8 +30,7 @@ from faust.streams import _current_event
 from faust.types import TP
 
 from .. import codec
-from ..codec import Entry, Stored
-from ..domain.fast import Hot
+from ..codec import Entry, PoolStored, Stored
 from ..domain.outputs import Output
 from ..pipeline import Source, rejected
 from ..topics import DEADLETTER
@@ -42,8 +41,8 @@ log = logging.getLogger(__name__)
 
 class Write(NamedTuple):
     iccid: str | None
-    state: Stored | None
-    """The SIM's new state, or None: only outputs (dead letters, no change)."""
+    state: Stored | PoolStored | None
+    """The SIM's (or pool's) new state, or None: only outputs (dead letters, no change)."""
     outputs: list[Output]
     source: Source
     """The input it came from; its partition is the changelog partition."""
@@ -68,8 +67,8 @@ class Writer:
         table: Any,
         topic_names: Mapping[str, str],
         observe: Callable[[str, dict[str, Any]], None],
-        stored: Callable[[int, Summary | None, Hot], None],
-        encode: Callable[[Stored], list[Entry]] = codec.sim_entries,
+        stored: Callable[[int, Summary | None, Stored | PoolStored], None],
+        encode: Callable[[Stored | PoolStored], list[Entry]] = codec.entries_of,
     ) -> None:
         self.app = app
         self.table = table
@@ -92,7 +91,7 @@ class Writer:
             try:
                 encoded: list[Entry] = []
                 if write.state is not None and write.iccid is not None:
-                    write.state.hot.partition = write.source.partition
+                    codec.place(write.state, write.source.partition)
                     encoded = self.encode(write.state)
                 futures = [
                     await producer.send(
@@ -151,7 +150,7 @@ class Writer:
         finally:
             if token is not None:
                 _current_event.reset(token)
-        self.stored(partition, write.before, write.state.hot)
+        self.stored(partition, write.before, write.state)
         return deliveries
 
     def _persisted(self, delivery: asyncio.Future[Any]) -> None:

@@ -4,7 +4,9 @@ import logging
 
 import orjson
 
+from stream_app.domain.outputs import dead_letter
 from stream_app.worker.logs import JsonFormatter, Repeats, limit_repeats, logging_config
+from stream_app.worker.refusals import Refusals
 
 
 def test_json_logs_are_one_object_per_line_with_the_fields() -> None:
@@ -85,3 +87,30 @@ def test_the_filter_goes_on_every_root_handler_once_faust_has_set_logging_up() -
     limit_repeats(runner, repeats)
     runner.on_setup_root_logger(root, logging.INFO)
     assert [repeats in h.filters for h in root.handlers] == [True]
+
+
+def test_refused_input_lines_per_topic_and_error_are_not_merged_by_the_limit() -> None:
+    # refusals.py limits itself to a line a minute per topic and error; the repeat limit
+    # must not drop the line of another topic or error that comes within 10 s.
+    shown: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            shown.append(record.getMessage())
+
+    logger = logging.Logger("test.refusals.limit")
+    handler = Keep()
+    handler.addFilter(Repeats(window=10.0, clock=lambda: 0.0))
+    logger.addHandler(handler)
+    refusals = Refusals(logger, clock=lambda: 0.0, schedule=lambda delay, callback: None)
+    for topic, error in (
+        ("sim.usage", "invalid_json"),
+        ("sim.usage", "bad_iccid"),
+        ("sim.billing", "invalid_json"),
+    ):
+        refusals.add(dead_letter(topic, 0, 1, error, "detail", b"x").value)
+    assert [line.split(";")[0] for line in shown] == [
+        "refused 1 message from sim.usage: invalid_json",
+        "refused 1 message from sim.usage: bad_iccid",
+        "refused 1 message from sim.billing: invalid_json",
+    ]

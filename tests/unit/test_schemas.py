@@ -45,6 +45,7 @@ SCHEMA_OF_TOPIC = {
     topics.REQUESTS: "request",
     topics.COMMAND_RESULTS: "command_result",
     topics.INVENTORY: "carrier_status",
+    topics.POOLS: "pool",
     topics.COMMANDS: "command",
     topics.ALERTS: "alert",
     topics.CHARGES: "charge",
@@ -151,6 +152,10 @@ SILENT = "89860012345678900007"  # its suspend never gets a result: sent until i
 DRIFTED = "89860012345678900008"  # active, the carrier says suspended: reconciled
 GONE = "89860012345678900009"  # the carrier says cancelled: an alert, never re-activated
 LOOSE = "89860012345678900010"  # throttled, the carrier says not: throttled again
+MEMBER_1 = "89860012345678900011"  # in pool fleet-1, which runs out
+MEMBER_2 = "89860012345678900012"  # in fleet-1 too; leaves it
+LATECOMER = "89860012345678900013"  # joins fleet-1 while it is exhausted
+STRAY = "89860012345678900014"  # draws from pool ghost, never defined
 
 
 def _line(topic: str, value: object) -> bytes:
@@ -349,6 +354,54 @@ def _addons_and_throttling(s: _Script) -> None:
     s.tick("2026-10-01T00:00:30+08:00")  # SLOWED: the month start ends the throttling
 
 
+def _pools(s: _Script) -> None:
+    """October: a pool runs out and stops its members, a latecomer is stopped at once, a
+    member leaves, a pack lifts the pool, the month start restores; a pool nobody
+    defined (R17-R21)."""
+    fleet = {
+        "pool_id": "fleet-1",
+        "quota_bytes": 2 * GB,
+        "auto_suspend": True,
+        "updated_at": "2026-10-02T00:00:00+08:00",
+    }
+    s.add("sim.pools", fleet)
+    for iccid in (MEMBER_1, MEMBER_2):
+        member = {
+            **_subscription(iccid, "2026-10-02T00:00:01+08:00", None),
+            "pool_id": "fleet-1",
+            "quota_bytes": None,
+        }
+        s.add("sim.subscriptions", member)
+    s.add("sim.usage", _usage("m-1", MEMBER_1, "2026-10-03T08:00:00+08:00", "2026-10-03T08:30:00+08:00", GB))
+    s.add("sim.usage", _usage("m-2", MEMBER_2, "2026-10-03T09:00:00+08:00", "2026-10-03T09:30:00+08:00", GB))
+    late = {
+        **_subscription(LATECOMER, "2026-10-04T00:00:00+08:00", None),
+        "pool_id": "fleet-1",
+        "quota_bytes": None,
+    }
+    s.add("sim.subscriptions", late)
+    s.add(
+        "sim.subscriptions",
+        {**_subscription(MEMBER_2, "2026-10-05T00:00:00+08:00", None), "quota_bytes": 5 * GB},
+    )
+    pack = {"addon_id": "pool-pack", "month": "2026-10", "bytes": GB}
+    s.add("sim.pools", {**fleet, "updated_at": "2026-10-06T00:00:00+08:00", "addons": [pack]})
+    s.add("sim.usage", _usage("m-3", MEMBER_1, "2026-10-07T08:00:00+08:00", "2026-10-07T08:30:00+08:00", GB))
+    stray = {
+        **_subscription(STRAY, "2026-10-02T00:00:01+08:00", None),
+        "pool_id": "ghost",
+        "quota_bytes": None,
+    }
+    s.add("sim.subscriptions", stray)
+    s.add("sim.usage", _usage("g-1", STRAY, "2026-10-03T08:00:00+08:00", "2026-10-03T08:30:00+08:00", MB))
+    s.add(
+        "sim.pools",
+        {"pool_id": "bad pool", "quota_bytes": GB, "updated_at": "2026-10-08T00:00:00+08:00"},
+        False,
+    )
+    s.tick("2026-11-01T00:00:30+08:00")
+
+
 def _command_id(iccid: str, record_id: str, month: str = "2026-03") -> str:
     return derive_id("command", iccid, "suspend", "quota", "usage", record_id, month)
 
@@ -451,6 +504,7 @@ def _scenario() -> tuple[list[bytes], list[tuple[str, dict[str, Any], bool]]]:
     _arrears_manual_and_quota_raised(script)
     _expiry_renewal_cancel_and_new_life(script)
     _addons_and_throttling(script)
+    _pools(script)
     return script.lines, script.messages
 
 
@@ -503,8 +557,10 @@ def test_every_replay_output_matches_the_schema_of_its_topic() -> None:
         assert set(output) == {"topic", "key", "value"}
         name = schema_of_name[output["topic"]]  # KeyError: an output on a topic with no schema
         assert errors(name, output["value"]) == [], output
-        if name != "deadletter":
-            assert output["key"] == output["value"]["iccid"]  # every topic is keyed by ICCID
+        if output["value"].get("iccid") is None and "pool_id" in output["value"]:
+            assert output["key"] == output["value"]["pool_id"]  # a pool's alerts: by pool id
+        elif name != "deadletter":
+            assert output["key"] == output["value"]["iccid"]  # every other output by ICCID
 
 
 # Every (action, reason, trigger) the engine can emit: R4-R7, R10, R11, R13.
@@ -524,6 +580,10 @@ EXPECTED_COMMANDS = {
     ("unthrottle", "quota", "month_start"),
     ("restore", None, "reconcile"),
     ("throttle", "quota", "reconcile"),
+    ("suspend", "pool", "pool_exhausted"),
+    ("restore", "pool", "pool_left"),
+    ("restore", "pool", "quota_raised"),
+    ("restore", "pool", "month_start"),
 }
 
 

@@ -139,3 +139,49 @@ def test_unset_bootstrap_servers_follow_the_local_broker_s_port() -> None:
 def test_readiness_gives_up_on_the_broker_after_a_setting() -> None:
     assert Settings.from_env({}).broker_lost_after == timedelta(seconds=30)
     assert Settings.from_env({"STREAM_APP_BROKER_LOST_AFTER": "5s"}).broker_lost_after == timedelta(seconds=5)
+
+
+def test_a_misspelled_setting_stops_the_start_with_the_closest_real_name() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(
+            {"STREAM_APP_PARTITONS": "4", "STREAM_APP_TOPIC_USGAE": "cdr", "STREAM_APP_FOO": "1"}
+        )
+    assert caught.value.problems == [
+        "STREAM_APP_FOO=1: unknown setting; `stream-app settings` lists them all; "
+        "Faust's own take the prefix STREAM_APP_FAUST_",
+        "STREAM_APP_PARTITONS=4: unknown setting; did you mean STREAM_APP_PARTITIONS?",
+        "STREAM_APP_TOPIC_USGAE=cdr: unknown setting; did you mean STREAM_APP_TOPIC_USAGE?",
+    ]
+
+
+def test_a_misspelled_secret_is_named_but_its_value_never_shown() -> None:
+    token = "s3cret-token-0123456789"
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"STREAM_APP_API_TOKN": token, "STREAM_APP_KAFKA_SASL_PASWORD": token})
+    assert token not in str(caught.value)
+    assert "STREAM_APP_API_TOKN=<secret>: unknown setting; did you mean STREAM_APP_API_TOKEN?" in str(
+        caught.value
+    )
+    assert "did you mean STREAM_APP_KAFKA_SASL_PASSWORD?" in str(caught.value)
+
+
+def test_faust_local_broker_and_kubernetes_variables_are_not_unknown() -> None:
+    Settings.from_env(
+        {
+            "STREAM_APP_FAUST_BROKER_SESSION_TIMEOUT": "10",
+            "STREAM_APP_KAFKA_PORT": "19092",
+            "STREAM_APP_KAFKA_CONTROLLER_PORT": "19093",
+            "STREAM_APP_KAFKA_HOME": "/tmp/kafka",
+            # what Kubernetes service links inject for Services named stream-app*
+            "STREAM_APP_SERVICE_HOST": "10.0.0.7",
+            "STREAM_APP_SERVICE_PORT": "6066",
+            "STREAM_APP_SERVICE_PORT_HTTP": "6066",
+            "STREAM_APP_PORT": "tcp://10.0.0.7:6066",
+            "STREAM_APP_PORT_6066_TCP": "tcp://10.0.0.7:6066",
+            "STREAM_APP_PORT_6066_TCP_ADDR": "10.0.0.7",
+            "STREAM_APP_HEADLESS_PORT": "tcp://10.0.0.8:6066",
+            "OTHER_APP_PARTITONS": "4",
+        }
+    )
+    with pytest.raises(SettingsError):  # a port that is no service link is a typo
+        Settings.from_env({"STREAM_APP_WEBB_PORT": "6067"})
