@@ -121,7 +121,7 @@ class Refusals:
                         "detail": letter.get("detail", ""),
                         "payload": excerpt(payload(letter), 100),
                     },
-                }
+                },
             },
         )
         tally.count, tally.example, tally.written_at = 0, None, now
