@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from .tools.feed import FeedOptions
     from .tools.provision import ProvisionOptions
 
+KAFKA_COMMANDS = frozenset({"worker", "demo", "feed", "topics", "deadletters", "audit"})
+"""Commands that talk to Kafka: asked first whether a broker answers (tools/reach.py);
+``audit`` only when it reads the topic (no ``--from``)."""
+
 
 DEFAULT_LAST = 20
 """Dead letters `stream-app deadletters` shows when given neither --last nor --since."""
@@ -168,6 +172,9 @@ def _run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
+    from_file = getattr(args, "source", None) is not None  # audit --from FILE
+    if args.command in KAFKA_COMMANDS and not from_file and not _kafka_answers(args.command, settings):
+        return 1
     if args.command == "worker":
         from .worker.app import run_worker
 
@@ -207,9 +214,30 @@ def _run(args: argparse.Namespace) -> int:
         from .ops.poolview import show as show_pool
 
         return show_pool(settings, args.pool_id, args.members)
+    return _create_topics(settings)
+
+
+def _kafka_answers(command: str, settings: Settings) -> bool:
+    from .tools.reach import Unreachable, check
+
+    try:
+        check(settings)
+    except Unreachable as exc:
+        print(f"stream-app {command}: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
+def _create_topics(settings: Settings) -> int:
+    from aiokafka.errors import KafkaError
+
     from .tools.admin import ensure_topics
 
-    created = asyncio.run(ensure_topics(settings))
+    try:
+        created = asyncio.run(ensure_topics(settings))
+    except (KafkaError, RuntimeError) as exc:  # e.g. the broker went away, or partitions differ
+        print(f"stream-app topics: {exc}", file=sys.stderr)
+        return 1
     print(f"topics created: {', '.join(created) or 'none (all exist)'}")
     return 0
 
@@ -447,14 +475,16 @@ def _provision(settings: Settings, args: argparse.Namespace) -> int:
     except (ValueError, InvalidInput) as exc:
         print(f"provision: {getattr(exc, 'detail', exc)}", file=sys.stderr)
         return 2
+    if not _kafka_answers("provision", settings):  # after the options: their mistakes first
+        return 1
     return run_console(settings, options)
 
 
 def _broker(action: str) -> int:
     from .tools.localbroker import BrokerError, LocalBroker
 
-    broker = LocalBroker.from_env()
     try:
+        broker = LocalBroker.from_env()
         if action == "jars":
             print(broker.ensure_jars())
         elif action == "start":

@@ -129,3 +129,16 @@ class Metrics:
         self.owned_partitions = Gauge(
             "stream_app_owned_partitions", "Input partitions this worker actively owns", registry=registry
         )
+        # What stops input at the door (worker/fetching.py); both are set from callbacks.
+        self.held_partitions = Gauge(
+            "stream_app_held_partitions",
+            "Input partitions held at a record batch the worker cannot decode (corrupt, or a codec"
+            " it has no library for); the log and /readyz name topic, partition and offset",
+            registry=registry,
+        )
+        self.kafka_answered = Gauge(
+            "stream_app_kafka_answered_timestamp_seconds",
+            "Wall time Kafka last answered the worker's fetches; /readyz answers 503 once this is"
+            " older than STREAM_APP_BROKER_LOST_AFTER",
+            registry=registry,
+        )
