@@ -1136,3 +1136,9 @@ def test_property_validator_and_schema_agree(kind: str, data: st.DataObject) -> 
     verdict = code_verdict(kind, message)
     assume(verdict is not None)
     assert schema_accepts(kind, message) is verdict, (message, errors(kind, message))
+
+
+def test_the_metrics_know_every_alert_kind() -> None:
+    from stream_app.worker.metrics import ALERT_KINDS
+
+    assert set(ALERT_KINDS) == set(schema("alert")["properties"]["kind"]["enum"])
