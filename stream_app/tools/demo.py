@@ -71,7 +71,7 @@ class Summary:
 
     def __init__(self) -> None:
         self.suspends = self.restores = self.cancels = self.alerts = self.dead_letters = 0
-        self.applied = self.refused = self.resends = self.drifts = 0
+        self.applied = self.refused = self.resends = self.drifts = self.pool_stops = 0
 
     def add(self, logical: str, value: dict[str, object]) -> None:
         if logical == "commands" and value.get("attempt", 1) != 1:
@@ -79,6 +79,7 @@ class Summary:
         elif logical == "commands":
             action = value.get("action")
             self.suspends += action == "suspend"
+            self.pool_stops += action == "suspend" and value.get("reason") == "pool"
             self.restores += action == "restore"
             self.cancels += action == "cancel"
         elif logical == "command_results":
@@ -277,6 +278,7 @@ async def run_demo(base: Settings, options: FeedOptions, duration: float | None)
             print(
                 f"\r{month_of(now, base.timezone)} {now.astimezone(zone(base.timezone)):%H:%M:%S} | "
                 f"{counts.sent:,} records {rate:,}/s | suspends {summary.suspends:,} "
+                f"(pool {summary.pool_stops:,}) "
                 f"restores {summary.restores:,} cancels {summary.cancels:,} | "
                 f"alerts {summary.alerts:,} | dead letters {summary.dead_letters:,} | "
                 f"applied {summary.applied:,} failed {summary.refused:,} "
