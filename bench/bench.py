@@ -22,6 +22,7 @@ import urllib.request
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -36,12 +37,13 @@ sys.path.insert(0, str(ROOT))
 from aiokafka.partitioner import DefaultPartitioner  # noqa: E402
 
 from stream_app import codec  # noqa: E402
-from stream_app.domain import Policy, new_state  # noqa: E402
+from stream_app.domain import Policy, SimState, copy_state, new_state  # noqa: E402
 from stream_app.domain.engine import apply_input  # noqa: E402
 from stream_app.domain.timeutil import format_time, parse_time  # noqa: E402
 from stream_app.pipeline import validate  # noqa: E402
 from stream_app.settings import Settings  # noqa: E402
 from stream_app.tools.admin import ensure_topics  # noqa: E402
+from stream_app.tools.interrupt import interrupt_on_signals  # noqa: E402
 from stream_app.tools.localbroker import LocalBroker, free_port  # noqa: E402
 from stream_app.tools.replay import replay_lines  # noqa: E402
 from stream_app.topics import REGISTRY, env_name  # noqa: E402
@@ -108,15 +110,20 @@ def usage_records(records: int, sims: int, duplicate_share: float = 0.01) -> Ite
         yield previous
 
 
-async def produce(bootstrap: str, topic: str, items: Iterator[tuple[str, bytes]]) -> int:
+async def produce(
+    bootstrap: str, topic: str, items: Iterator[tuple[str, bytes]] | Iterator[tuple[bytes, bytes | None, int]]
+) -> int:
+    """Send (key, value) pairs, or (key, value, partition) triples."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=512 * 1024, acks=1, compression_type=None
     )
     await producer.start()
     count, pending = 0, []
     try:
-        for key, value in items:
-            pending.append(await producer.send(topic, value, key=key.encode()))
+        for item in items:
+            key = item[0].encode() if isinstance(item[0], str) else item[0]
+            partition = item[2] if len(item) > 2 else None
+            pending.append(await producer.send(topic, item[1], key=key, partition=partition))
             count += 1
             if len(pending) >= 20_000:
                 await asyncio.gather(*pending)
@@ -177,6 +184,7 @@ class Worker:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
+        STARTED.append(self)
 
     def wait_ready(self, timeout: float = 600) -> float:
         """Until /readyz answers 200: partitions owned and tables recovered."""
@@ -305,8 +313,8 @@ def replay_rate(records: int, sims: int) -> float:
     return len(lines) / elapsed
 
 
-def state_template(policy: Policy) -> bytes:
-    """One realistic stored state: a subscription and a month of ten usage records."""
+def state_template(policy: Policy) -> SimState:
+    """One realistic state: a subscription and a month of ten usage records."""
     now = parse_time(WORKER_NOW)
     state = new_state(iccid(0), now, policy)
     sub = orjson.loads(subscription(0, 10**9))
@@ -323,20 +331,25 @@ def state_template(policy: Policy) -> bytes:
             "bytes_down": 20_000 + i,
         }
         apply_input(state, validate("usage", record), now, policy)
-    state.partition = 0
-    return codec.encode_state(state)
+    return state
 
 
-def stored_states(sims: int, template: bytes) -> Iterator[tuple[str, bytes]]:
-    """(ICCID, state) of ``sims`` SIMs; each state names the partition its key hashes to,
-    the one the producer's default partitioner sends it to, as a worker would have."""
-    first = iccid(0).encode()
+def stored_states(sims: int, template: SimState, policy: Policy) -> Iterator[tuple[bytes, bytes | None, int]]:
+    """The table entries of ``sims`` SIMs like ``template``; each names the partition its
+    key hashes to, the one the producer's default partitioner sends it to, as a worker
+    would have."""
     everyone = list(range(PARTITIONS))
     pick = DefaultPartitioner()
+    assert template.subscription is not None
     for n in range(sims):
-        key = iccid(n).encode()
-        partition = pick(key, everyone, everyone)
-        yield iccid(n), template.replace(first, key).replace(b'"p":0', b'"p":%d' % partition)
+        state = copy_state(template)
+        state.iccid = iccid(n)
+        state.subscription = replace(template.subscription, iccid=state.iccid)
+        stored = codec.stored_of(state, policy)
+        partition = pick(state.iccid.encode(), everyone, everyone)
+        stored.hot.partition = partition
+        for key, value in codec.sim_entries(stored):
+            yield key, value, partition
 
 
 def settled_rss(worker: Worker, timeout: float = 120) -> int:
@@ -366,8 +379,9 @@ async def memory_per_sim(bootstrap: str, sims: int, store: str, workdir: Path) -
     empty.wait_ready()
     baseline = settled_rss(empty)
     empty.stop()
-    template = state_template(settings.policy())
-    await produce(bootstrap, f"{settings.app_id}-{TABLE}-changelog", stored_states(sims, template))
+    policy = settings.policy()
+    entries = stored_states(sims, state_template(policy), policy)
+    await produce(bootstrap, f"{settings.app_id}-{TABLE}-changelog", entries)
     fresh = Worker(env, workdir / f"{suffix}-fresh")
     recovery = fresh.wait_ready() - fresh.started
     rss = settled_rss(fresh)
@@ -395,6 +409,7 @@ async def main() -> None:  # noqa: PLR0915 - one linear script, read top to bott
             controller_port=free_port(),
             libs=LocalBroker(home=ROOT / ".kafka").ensure_jars(),
         )
+        STARTED.append(broker)
         bootstrap = broker.start()
     results: dict[str, Any] = {
         "records": args.records,
@@ -459,8 +474,7 @@ async def main() -> None:  # noqa: PLR0915 - one linear script, read top to bott
         results["replay_rps"] = replay_rate(min(args.records, 200_000), min(args.sims, 20_000))
         print(f"replay: {results['replay_rps']:,.0f} lines/s", flush=True)
     finally:
-        if broker is not None:
-            broker.stop()
+        stop_started()
         shutil.rmtree(workdir, ignore_errors=True)
 
     Path(args.output).write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
@@ -474,5 +488,29 @@ async def main() -> None:  # noqa: PLR0915 - one linear script, read top to bott
     print(f"\nwritten to {args.output}")
 
 
+# Interrupted (Ctrl-C, `timeout`, kill) or not, the bench stops what it started: its
+# broker runs in a session of its own and would outlive it otherwise.
+STARTED: list[Worker | LocalBroker] = []
+
+
+def stop_started() -> None:
+    """Stop every worker and broker this run started, newest first (each stop is idempotent)."""
+    while STARTED:
+        STARTED.pop().stop()
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    interrupt_on_signals()
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt as signalled:
+        stop_started()
+        print(
+            f"bench: interrupted ({signalled}); its broker and workers are stopped",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.stdout.flush()
+        # Exit now: the Kafka clients' sends cut short are dropped on purpose, and would
+        # only be reported as "Task was destroyed" while the interpreter winds down.
+        os._exit(1)

@@ -7,6 +7,7 @@ and so does an unexpected error, so one poisoned message never stops a partition
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -14,16 +15,14 @@ from typing import Any, NamedTuple
 
 from . import codec
 from .domain import (
-    BalanceEvent,
     InvalidInput,
-    ManualRequest,
     Output,
     Policy,
     SimState,
-    Subscription,
-    UsageRecord,
     apply_tick,
     balance_event,
+    carrier_status,
+    command_result,
     iccid_of,
     manual_request,
     new_state,
@@ -31,8 +30,9 @@ from .domain import (
     usage_record,
 )
 from .domain.engine import Input, apply_input
+from .domain.inputs import pool_notice
 from .domain.outputs import dead_letter
-from .topics import BILLING, REQUESTS, SUBSCRIPTIONS, USAGE
+from .topics import BILLING, COMMAND_RESULTS, INVENTORY, POOL_NOTICES, REQUESTS, SUBSCRIPTIONS, USAGE
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,10 @@ class Decision(NamedTuple):
     outputs: list[Output]
     outcome: str
     """The engine's outcome (see domain.engine.Step), or invalid | error."""
-    item: UsageRecord | Subscription | BalanceEvent | ManualRequest | None = None
+    item: Input | None = None
     """The validated input, when it was valid."""
+    addons: int = 0
+    """Add-on packs the input made count (R22)."""
 
 
 def parse(logical: str, raw: bytes | None, max_bytes: int, key: bytes | None = None) -> Input:
@@ -65,6 +67,11 @@ def parse(logical: str, raw: bytes | None, max_bytes: int, key: bytes | None = N
     put part of a SIM's messages in another partition (key_mismatch).
     """
     message = codec.decode_message(raw, max_bytes)
+    if logical == USAGE:
+        with contextlib.suppress(InvalidInput):
+            record = usage_record(message)  # the common case, at once
+            if key is None or key == record.iccid.encode():
+                return record
     iccid = iccid_of(message)
     if key is not None and key != iccid.encode():
         raise InvalidInput("key_mismatch", "the Kafka key must be the message's ICCID in upper case")
@@ -81,6 +88,12 @@ def validate(logical: str, message: dict[str, Any]) -> Input:
         return balance_event(message)
     if logical == REQUESTS:
         return manual_request(message)
+    if logical == COMMAND_RESULTS:
+        return command_result(message)
+    if logical == INVENTORY:
+        return carrier_status(message)
+    if logical == POOL_NOTICES:
+        return pool_notice(message)
     raise InvalidInput("unsupported_topic", f"{logical} is not an input topic")
 
 
@@ -102,7 +115,7 @@ def apply(
         return rejected(source, raw, iccid, "internal_error", repr(exc), "error")
     if step.rejection is not None:
         return rejected(source, raw, iccid, step.rejection.error, step.rejection.detail, step.outcome)
-    return Decision(iccid, step.state, step.outputs, step.outcome, item)
+    return Decision(iccid, step.state, step.outputs, step.outcome, item, step.addons)
 
 
 def decide(

@@ -4,11 +4,18 @@ All variables are prefixed ``STREAM_APP_`` except ``KAFKA_BOOTSTRAP_SERVERS``, t
 every Kafka tool and operator already uses. Faust's own settings are given an env prefix
 (``STREAM_APP_FAUST_``) by the app factory, so unprefixed variables such as
 ``BROKER_URL`` or a Kubernetes-injected ``WEB_PORT`` cannot override them.
+
+Any other ``STREAM_APP_*`` variable is reported as an unknown setting, with the closest
+real name, and stops start-up like a bad value: a misspelled setting silently left at
+its default (an API token that is never asked for, a partition count that creates the
+topics wrong for good) costs far more than a refused start, whose message names the fix.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import ssl
 import time
 from collections.abc import Callable, Mapping
@@ -39,9 +46,18 @@ class Variable:
     help: str
 
 
-# The documented configuration table (README "Configuration" is generated from this).
+# The documented configuration table (docs/operations.md "Configuration" is generated from this).
 VARIABLES: tuple[Variable, ...] = (
-    Variable("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092", "Kafka bootstrap servers, comma-separated"),
+    Variable(
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "127.0.0.1:9092",
+        "Kafka bootstrap servers, comma-separated; unset: the local broker, 127.0.0.1:STREAM_APP_KAFKA_PORT",
+    ),
+    Variable(
+        "STREAM_APP_KAFKA_PORT",
+        "9092",
+        "port of the local broker (`stream-app broker`, what `make run` starts)",
+    ),
     Variable("STREAM_APP_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
     Variable("STREAM_APP_KAFKA_SASL_MECHANISM", "", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL_*)"),
     Variable("STREAM_APP_KAFKA_SASL_USERNAME", "", "SASL user name"),
@@ -71,6 +87,16 @@ VARIABLES: tuple[Variable, ...] = (
         "STREAM_APP_RETENTION_FEE", "500", "number-retention fee per month suspended for expiry (minor units)"
     ),
     Variable("STREAM_APP_RETENTION_CURRENCY", "CNY", "currency of the number-retention fee (ISO 4217)"),
+    Variable(
+        "STREAM_APP_COMMAND_ACK_TIMEOUT",
+        "",
+        "acknowledgement tracking on: a command with no result this long is sent again (e.g. 10m)",
+    ),
+    Variable(
+        "STREAM_APP_COMMAND_MAX_ATTEMPTS",
+        "6",
+        "sends of a command before command_failed (acknowledgement tracking)",
+    ),
     Variable("STREAM_APP_CLOCK", "wall", "wall or simulated"),
     Variable("STREAM_APP_CLOCK_START", "", "simulated clock: RFC 3339 time at the anchor"),
     Variable("STREAM_APP_CLOCK_SPEED", "1", "simulated clock: simulated seconds per wall second"),
@@ -90,6 +116,11 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "STREAM_APP_API_TOKEN", "", "if set, GET /sims/{iccid} requires 'Authorization: Bearer <token>'"
     ),
+    Variable(
+        "STREAM_APP_BROKER_LOST_AFTER",
+        "30s",
+        "/readyz answers 503 once Kafka has not answered the worker this long",
+    ),
     Variable("STREAM_APP_EVENT_LOOP", "uvloop", "uvloop (faster) or asyncio"),
     Variable("STREAM_APP_LOG_LEVEL", "info", "debug, info, warning or error"),
     Variable("STREAM_APP_LOG_FORMAT", "text", "text (human-readable) or json (one object per line)"),
@@ -101,6 +132,49 @@ VARIABLES: tuple[Variable, ...] = (
 _DEFAULTS = {v.name: v.default for v in VARIABLES}
 SECRETS = frozenset({"STREAM_APP_API_TOKEN", "STREAM_APP_KAFKA_SASL_PASSWORD"})
 """Never echoed: not in errors, repr, logs or metrics."""
+LOCAL_BROKER_VARIABLES: tuple[Variable, ...] = tuple(
+    v
+    for v in (
+        Variable("STREAM_APP_KAFKA_PORT", "9092", "local broker (stream-app broker, make run): client port"),
+        Variable("STREAM_APP_KAFKA_CONTROLLER_PORT", "9093", "local broker: KRaft controller port"),
+        Variable("STREAM_APP_KAFKA_HOME", ".kafka", "local broker: folder of its jars, data, log and pid"),
+    )
+    if v.name not in _DEFAULTS  # one the worker reads too is documented in VARIABLES
+)
+"""Read by the local development broker only, not by the worker."""
+FAUST_PREFIX = "STREAM_APP_FAUST_"
+_KNOWN = {v.name for v in (*VARIABLES, *LOCAL_BROKER_VARIABLES)}
+# What Kubernetes injects for a Service named stream-app* when service links are on
+# (deploy/k8s turns them off; other manifests may not): legitimate, never a typo.
+_SERVICE_LINK = re.compile(r"STREAM_APP\w*_(SERVICE_HOST|SERVICE_PORT\w*|PORT_\d+_(TCP|UDP|SCTP)\w*)")
+_SERVICE_URL = re.compile(r"(tcp|udp|sctp)://")
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """A problem line for every ``STREAM_APP_*`` variable stream-app does not read, with
+    the closest real name when one is close (compared without the common prefix)."""
+    problems = []
+    by_suffix = {name.removeprefix("STREAM_APP_"): name for name in _KNOWN}
+    for name in sorted(env):
+        if (
+            not name.startswith("STREAM_APP_")
+            or name in _KNOWN
+            or name.startswith(FAUST_PREFIX)
+            or _SERVICE_LINK.fullmatch(name)
+            or (name.endswith("_PORT") and _SERVICE_URL.match(env[name]))
+        ):
+            continue
+        close = difflib.get_close_matches(name.removeprefix("STREAM_APP_"), by_suffix, n=1, cutoff=0.75)
+        guess = by_suffix[close[0]] if close else None
+        secret = guess in SECRETS or any(word in name for word in ("TOKEN", "PASSWORD", "SECRET"))
+        shown = "<secret>" if secret else env[name]
+        hint = (
+            f"did you mean {guess}?"
+            if guess
+            else f"`stream-app settings` lists them all; Faust's own take the prefix {FAUST_PREFIX}"
+        )
+        problems.append(f"{name}={shown}: unknown setting; {hint}")
+    return problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +194,8 @@ class Settings:
     grace_warn_days: int
     retention_fee: int
     retention_currency: str
+    command_ack_timeout: timedelta | None
+    command_max_attempts: int
     clock_kind: str
     clock_start: datetime | None
     clock_speed: float
@@ -131,6 +207,7 @@ class Settings:
     web_host: str
     event_loop: str
     web_port: int
+    broker_lost_after: timedelta
     log_level: str
     log_format: str
     api_token: str | None = field(default=None, repr=False)
@@ -147,10 +224,10 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         source = os.environ if env is None else env
-        problems: list[str] = []
+        problems: list[str] = unknown_variables(source)
 
-        def get(name: str, parse: Callable[[str], T], fallback: T) -> T:
-            raw = source.get(name, _DEFAULTS[name])
+        def get(name: str, parse: Callable[[str], T], fallback: T, default: str | None = None) -> T:
+            raw = source.get(name, _DEFAULTS[name] if default is None else default)
             try:
                 return parse(raw.strip())
             except (ValueError, TimeFormatError) as exc:
@@ -170,13 +247,15 @@ class Settings:
         guarantee = source.get("STREAM_APP_FAUST_PROCESSING_GUARANTEE", "at_least_once").strip()
         if guarantee.lower().replace("-", "_") != "at_least_once":
             # writer.py sends on Faust's plain producer, outside any transaction: exactly_once
-            # would commit offsets transactionally around writes that are not (README
-            # "Reliability" says why at-least-once was chosen).
+            # would commit offsets transactionally around writes that are not
+            # (docs/reliability.md says why at-least-once was chosen).
             problems.append(
                 f"STREAM_APP_FAUST_PROCESSING_GUARANTEE={guarantee!r}: only at_least_once is supported"
             )
+        # Unset, the servers are the local broker's, wherever STREAM_APP_KAFKA_PORT put it.
+        local = f"127.0.0.1:{get('STREAM_APP_KAFKA_PORT', _int_range(1, 65535), 9092)}"
         settings = cls(
-            bootstrap_servers=get("KAFKA_BOOTSTRAP_SERVERS", _non_empty, "127.0.0.1:9092"),
+            bootstrap_servers=get("KAFKA_BOOTSTRAP_SERVERS", _non_empty, local, default=local),
             app_id=get("STREAM_APP_ID", _topic_name, "stream-app"),
             partitions=get("STREAM_APP_PARTITIONS", _int_range(1, 10_000), 8),
             replication_factor=get("STREAM_APP_REPLICATION_FACTOR", _int_range(1, 100), 1),
@@ -191,6 +270,8 @@ class Settings:
             grace_warn_days=get("STREAM_APP_GRACE_WARN_DAYS", _int_range(0, 365), 7),
             retention_fee=get("STREAM_APP_RETENTION_FEE", _int_range(0, 10**9), 500),
             retention_currency=get("STREAM_APP_RETENTION_CURRENCY", _currency, "CNY"),
+            command_ack_timeout=get("STREAM_APP_COMMAND_ACK_TIMEOUT", _optional(_positive_duration), None),
+            command_max_attempts=get("STREAM_APP_COMMAND_MAX_ATTEMPTS", _int_range(1, 100), 6),
             clock_kind=clock_kind,
             clock_start=clock_start,
             clock_speed=get("STREAM_APP_CLOCK_SPEED", _positive_float, 1.0),
@@ -201,6 +282,7 @@ class Settings:
             standby_replicas=get("STREAM_APP_STANDBY_REPLICAS", _int_range(0, 10), 1),
             web_host=get("STREAM_APP_WEB_HOST", _non_empty, "127.0.0.1"),
             web_port=get("STREAM_APP_WEB_PORT", _int_range(1, 65535), 6066),
+            broker_lost_after=get("STREAM_APP_BROKER_LOST_AFTER", _positive_duration, timedelta(seconds=30)),
             event_loop=get("STREAM_APP_EVENT_LOOP", _choice("uvloop", "asyncio"), "uvloop"),
             log_level=get("STREAM_APP_LOG_LEVEL", _choice("debug", "info", "warning", "error"), "info"),
             log_format=get("STREAM_APP_LOG_FORMAT", _choice("text", "json"), "text"),
@@ -247,6 +329,8 @@ class Settings:
             grace_warn_days=self.grace_warn_days,
             retention_fee=self.retention_fee,
             retention_currency=self.retention_currency,
+            ack_timeout=self.command_ack_timeout,
+            max_attempts=self.command_max_attempts,
         )
 
     def kafka_options(self) -> dict[str, Any]:

@@ -15,11 +15,15 @@ from .engine import (
 )
 from .inputs import (
     BalanceEvent,
+    CarrierStatus,
+    CommandResult,
     InvalidInput,
     ManualRequest,
     Subscription,
     UsageRecord,
     balance_event,
+    carrier_status,
+    command_result,
     iccid_of,
     manual_request,
     subscription,
@@ -27,11 +31,13 @@ from .inputs import (
 )
 from .outputs import Output, Rejection
 from .policy import Policy
-from .state import SimState, state_from_dict, state_to_dict
+from .state import SimState, copy_state
 from .timeline import due_at
 
 __all__ = [
     "BalanceEvent",
+    "CarrierStatus",
+    "CommandResult",
     "InvalidInput",
     "ManualRequest",
     "Output",
@@ -47,12 +53,13 @@ __all__ = [
     "apply_tick",
     "apply_usage",
     "balance_event",
+    "carrier_status",
+    "command_result",
+    "copy_state",
     "due_at",
     "iccid_of",
     "manual_request",
     "new_state",
-    "state_from_dict",
-    "state_to_dict",
     "subscription",
     "usage_record",
 ]

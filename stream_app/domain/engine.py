@@ -13,15 +13,25 @@ from datetime import datetime
 from typing import NamedTuple
 
 from . import outputs as out
-from .inputs import BalanceEvent, ManualRequest, Subscription, UsageRecord
+from .commands import observe, on_result
+from .inputs import (
+    BalanceEvent,
+    CarrierStatus,
+    CommandResult,
+    ManualRequest,
+    PoolNotice,
+    Subscription,
+    UsageRecord,
+)
+from .membership import change_pool, count_for_pool, on_notice
+from .memory import id_hash
 from .outputs import Output, Rejection
 from .policy import Policy
-from .quota import evaluate_month, quota_reached
+from .quota import add_addons, evaluate_month, lift, month_quota, over_quota
 from .reasons import (
     ARREARS,
     EXPIRY,
     MANUAL,
-    QUOTA,
     Ctx,
     add_reason,
     clear_reason,
@@ -53,31 +63,21 @@ class Step(NamedTuple):
     outcome: str
     """accepted | duplicate | late | unknown_sim | stale | cancelled | refused | rejected | tick"""
     rejection: Rejection | None = None
+    addons: int = 0
+    """Add-on packs counted by this step (R22)."""
 
 
 def new_state(iccid: str, now: datetime, policy: Policy) -> SimState:
     return SimState(iccid=iccid, month=month_of(now, policy.timezone))
 
 
-def _forget_old_ids(state: SimState, cutoff: float, cap: int) -> None:
-    """Drop ids whose time fell out of the horizon, oldest first.
-
-    Ids are kept in arrival order; records mostly arrive in time order, so expired ids
-    sit at the front and this costs O(expired). A late id stuck behind a newer one is
-    kept a little longer, which is harmless: its record would be refused by the horizon
-    check before the dedupe check.
-    """
-    seen = state.seen
-    while seen:
-        first = next(iter(seen))
-        if seen[first] >= cutoff and len(seen) <= cap:
-            return
-        del seen[first]
-
-
-def _remember(state: SimState, key: str, at: datetime, policy: Policy, now: datetime) -> None:
-    state.seen[key] = at.timestamp()
-    _forget_old_ids(state, (now - policy.dedupe_horizon).timestamp(), policy.dedupe_max_ids)
+def _remember(state: SimState, digest: bytes, at: datetime, policy: Policy, now: datetime) -> None:
+    state.ids.add(
+        digest,
+        int(at.timestamp() // 60),
+        int((now - policy.dedupe_horizon).timestamp() // 60),
+        policy.dedupe_max_ids,
+    )
 
 
 def _from_the_future(state: SimState, at: datetime, now: datetime, policy: Policy, name: str) -> Step | None:
@@ -105,14 +105,16 @@ def apply_usage(state: SimState, record: UsageRecord, now: datetime, policy: Pol
         return refused
     ctx = Ctx(now, policy)
     advance(state, ctx)
-    if record.record_id in state.seen:
+    digest = id_hash(record.record_id)
+    if digest in state.ids:
         return Step(state, ctx.emitted, "duplicate")
-    _remember(state, record.record_id, record.start, policy, now)
+    _remember(state, digest, record.start, policy, now)
 
     month = month_of(record.start, timezone_of(state, policy))
     usage = state.usage(month)
     before = usage.used_bytes
     usage.used_bytes = before + record.total_bytes
+    count_for_pool(state, ctx, record)
     sub = state.subscription
     if state.cancelled:
         return Step(state, ctx.emitted, "cancelled")  # counted, but a cancelled SIM gets nothing
@@ -134,7 +136,11 @@ def apply_usage(state: SimState, record: UsageRecord, now: datetime, policy: Pol
         return Step(state, ctx.emitted, "unknown_sim")
     if month < state.month:
         # R3: late usage counts for its own month and never suspends the current one.
-        if not usage.late_alerted and not quota_reached(before, sub) and quota_reached(usage.used_bytes, sub):
+        if (
+            not usage.late_alerted
+            and not over_quota(state, month, before)
+            and over_quota(state, month, usage.used_bytes)
+        ):
             usage.late_alerted = True
             ctx.emitted.append(
                 out.alert(
@@ -145,7 +151,7 @@ def apply_usage(state: SimState, record: UsageRecord, now: datetime, policy: Pol
                     month,
                     month=month,
                     used_bytes=usage.used_bytes,
-                    quota_bytes=sub.quota_bytes,
+                    quota_bytes=month_quota(state, month),
                     detail="late usage pushed an earlier month past its quota",
                 )
             )
@@ -158,7 +164,8 @@ def apply_usage(state: SimState, record: UsageRecord, now: datetime, policy: Pol
 
 def apply_subscription(state: SimState, sub: Subscription, now: datetime, policy: Policy) -> Step:
     """A newer subscription replaces the older one and the SIM is evaluated at once
-    (R7, R14); it renews an expired plan (R11), or starts a cancelled number's new life."""
+    (R7, R14, R22); it renews an expired plan (R11), or starts a cancelled number's new
+    life."""
     ctx = Ctx(now, policy)
     advance(state, ctx)
     old = state.subscription
@@ -170,16 +177,16 @@ def apply_subscription(state: SimState, sub: Subscription, now: datetime, policy
             return Step(state, ctx.emitted, "cancelled")
         start_new_life(state, ctx, "renewal", now, cause)
     state.subscription = sub
+    counted = add_addons(state)
+    change_pool(state, ctx, old, sub, cause)
     if EXPIRY in state.reasons and (sub.expires_at is None or sub.expires_at > now):
         state.expired_at = None
         clear_reason(state, ctx, EXPIRY, "renewal", now, cause, cause)
     forget_old_occasions(state)
     advance(state, ctx)  # a new zone may be in a later month; a new expiry may be past
-    used = state.usage(state.month).used_bytes
-    if QUOTA in state.reasons and not quota_reached(used, sub):
-        clear_reason(state, ctx, QUOTA, "quota_raised", now, cause, state.month)
+    lift(state, ctx, cause)
     evaluate_month(state, ctx, state.month, "usage", cause)
-    return Step(state, ctx.emitted, "accepted")
+    return Step(state, ctx.emitted, "accepted", addons=counted)
 
 
 def apply_balance(state: SimState, event: BalanceEvent, now: datetime, policy: Policy) -> Step:
@@ -213,7 +220,7 @@ def _refusal(state: SimState, request: ManualRequest, now: datetime) -> str | No
         return "the plan is not valid now"
     if state.balance is not None and state.balance < 0:
         return "the account is in arrears"
-    if quota_reached(state.usage(state.month).used_bytes, sub):
+    if over_quota(state, state.month, state.usage(state.month).used_bytes):
         return "this month's usage has reached the quota"
     return None
 
@@ -224,12 +231,12 @@ def apply_request(state: SimState, request: ManualRequest, now: datetime, policy
         return refused
     ctx = Ctx(now, policy)
     advance(state, ctx)
-    key = f"request:{request.request_id}"
-    if key in state.seen:
+    digest = id_hash(f"request:{request.request_id}")
+    if digest in state.ids:
         return Step(state, ctx.emitted, "duplicate")
     # Remembered from when it was applied (not its own ``at``), for the dedupe horizon:
     # a redelivery after a crash comes within minutes, whatever the request's age.
-    _remember(state, key, now, policy, now)
+    _remember(state, digest, now, policy, now)
     why = _refusal(state, request, now)
     if why is not None:
         ctx.emitted.append(
@@ -250,7 +257,49 @@ def apply_request(state: SimState, request: ManualRequest, now: datetime, policy
     return Step(state, ctx.emitted, "accepted")
 
 
-Input = UsageRecord | Subscription | BalanceEvent | ManualRequest
+def apply_result(state: SimState, result: CommandResult, now: datetime, policy: Policy) -> Step:
+    """R24-R26: a command's result; its carrier status is an observation too."""
+    if (refused := _from_the_future(state, result.at, now, policy, "at")) is not None:
+        return refused
+    ctx = Ctx(now, policy)
+    advance(state, ctx)
+    digest = id_hash(f"result:{result.result_id}")
+    if digest in state.ids:
+        return Step(state, ctx.emitted, "duplicate")
+    _remember(state, digest, now, policy, now)
+    ctx.emitted += on_result(
+        state, result.result_id, result.command_id, result.outcome, result.at, result.detail, policy
+    )
+    if result.carrier_status is not None or result.throttled is not None:
+        ctx.emitted += observe(
+            state, result.carrier_status, result.throttled, result.at, result.result_id, now, policy
+        )
+    return Step(state, ctx.emitted, "accepted")
+
+
+def apply_carrier_status(state: SimState, status: CarrierStatus, now: datetime, policy: Policy) -> Step:
+    """R26: the carrier's status of the SIM, from a status dump or its status API."""
+    if (refused := _from_the_future(state, status.at, now, policy, "at")) is not None:
+        return refused
+    ctx = Ctx(now, policy)
+    advance(state, ctx)
+    digest = id_hash(f"inventory:{status.event_id}")
+    if digest in state.ids:
+        return Step(state, ctx.emitted, "duplicate")
+    _remember(state, digest, now, policy, now)
+    ctx.emitted += observe(state, status.status, status.throttled, status.at, status.event_id, now, policy)
+    return Step(state, ctx.emitted, "accepted")
+
+
+def apply_pool_notice(state: SimState, notice: PoolNotice, now: datetime, policy: Policy) -> Step:
+    """What the SIM's pool says (R18, R19): it ran out, or its quota was lifted."""
+    ctx = Ctx(now, policy)
+    advance(state, ctx)
+    outcome = on_notice(state, ctx, notice.value)
+    return Step(state, ctx.emitted, outcome)
+
+
+Input = UsageRecord | Subscription | BalanceEvent | ManualRequest | CommandResult | CarrierStatus | PoolNotice
 
 
 def apply_input(state: SimState, item: Input, now: datetime, policy: Policy) -> Step:
@@ -260,6 +309,12 @@ def apply_input(state: SimState, item: Input, now: datetime, policy: Policy) -> 
         return apply_subscription(state, item, now, policy)
     if isinstance(item, BalanceEvent):
         return apply_balance(state, item, now, policy)
+    if isinstance(item, CommandResult):
+        return apply_result(state, item, now, policy)
+    if isinstance(item, CarrierStatus):
+        return apply_carrier_status(state, item, now, policy)
+    if isinstance(item, PoolNotice):
+        return apply_pool_notice(state, item, now, policy)
     return apply_request(state, item, now, policy)
 
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from .timeutil import TimeFormatError, format_time, parse_time, zone
 
 ICCID = re.compile(r"89[0-9A-F]{17,18}", re.ASCII)
+POOL_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}", re.ASCII)
+MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])", re.ASCII)
+ON_QUOTA = ("suspend", "throttle", "notify")
 MAX_INTEGER = 2**53
 """Largest byte count or balance accepted: exact in every JSON reader, far beyond any SIM."""
 
@@ -28,8 +31,10 @@ class InvalidInput(ValueError):
         self.detail = detail
 
 
-@dataclass(frozen=True, slots=True)
-class UsageRecord:
+class UsageRecord(NamedTuple):
+    """Immutable like the other inputs, and a tuple because millions are made a second's
+    worth at a time: a frozen dataclass costs three times as much to build."""
+
     record_id: str
     iccid: str
     carrier: str
@@ -44,10 +49,20 @@ class UsageRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Addon:
+    """An add-on pack (加油包): extra bytes for one billing month, counted once by id."""
+
+    addon_id: str
+    month: str
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
 class Subscription:
     iccid: str
     plan_id: str
-    quota_bytes: int
+    quota_bytes: int | None
+    """The SIM's own monthly cap; None only for a pooled SIM with no cap of its own."""
     valid_from: datetime
     expires_at: datetime | None
     auto_suspend: bool
@@ -55,6 +70,12 @@ class Subscription:
     """None: the worker's default thresholds."""
     timezone: str | None
     updated_at: datetime
+    pool_id: str | None = None
+    on_quota: str = "notify"
+    """What happens when the month's quota is reached: suspend, throttle or notify
+    (given, or suspend when auto_suspend is on, else notify; R23)."""
+    throttle_kbps: int | None = None
+    addons: tuple[Addon, ...] = ()
 
     @property
     def subscription_id(self) -> str:
@@ -113,7 +134,39 @@ def iccid_of(obj: dict[str, Any]) -> str:
 
 
 def usage_record(obj: dict[str, Any]) -> UsageRecord:
-    """Validate a usage record. The time-dependent checks live in the engine."""
+    """Validate a usage record. The time-dependent checks live in the engine.
+
+    A record whose every field is plainly right (the common case) is taken at once;
+    anything else goes through the checks one by one, which name the first problem.
+    Both accept the same records and make the same value (tests/unit/test_inputs.py).
+    """
+    record_id, iccid, carrier = obj.get("record_id"), obj.get("iccid"), obj.get("carrier")
+    start, end, up, down = obj.get("start"), obj.get("end"), obj.get("bytes_up"), obj.get("bytes_down")
+    if (
+        type(record_id) is str
+        and record_id
+        and type(carrier) is str
+        and carrier
+        and type(iccid) is str
+        and iccid.isascii()
+        and ICCID.fullmatch(iccid)  # upper case already: nothing to normalise
+        and type(up) is int
+        and type(down) is int
+        and 0 <= up <= MAX_INTEGER
+        and 0 <= down <= MAX_INTEGER
+        and type(start) is str
+        and type(end) is str
+    ):
+        try:
+            begins, ends = parse_time(start), parse_time(end)
+        except TimeFormatError:
+            return _usage_record(obj)
+        if ends >= begins:
+            return UsageRecord(record_id, iccid, carrier, begins, ends, up, down)
+    return _usage_record(obj)
+
+
+def _usage_record(obj: dict[str, Any]) -> UsageRecord:
     start, end = _time(obj, "start"), _time(obj, "end")
     if end < start:
         raise InvalidInput("end_before_start", "end is before start")
@@ -142,6 +195,46 @@ def _warn_at(obj: dict[str, Any]) -> tuple[float, ...] | None:
     return tuple(sorted(set(fractions)))
 
 
+def pool_id_of(value: Any, name: str = "pool_id") -> str:
+    if not isinstance(value, str) or not POOL_ID.fullmatch(value):
+        raise InvalidInput("bad_pool_id", f"{name} must be 1-64 characters of A-Z a-z 0-9 . _ : -")
+    return value
+
+
+def addons_of(obj: dict[str, Any]) -> tuple[Addon, ...]:
+    """The optional ``addons`` list: ``{addon_id, month, bytes}`` each (R22)."""
+    value = obj.get("addons")
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise InvalidInput("wrong_type", "addons must be a list of {addon_id, month, bytes}")
+    addons = []
+    for item in value:
+        if not isinstance(item, dict):
+            raise InvalidInput("wrong_type", "each add-on must be an object {addon_id, month, bytes}")
+        month = _string(item, "month")
+        if not MONTH.fullmatch(month):
+            raise InvalidInput("bad_month", f"an add-on's month must be YYYY-MM, not {month!r}")
+        addons.append(Addon(_string(item, "addon_id"), month, _byte_count(item, "bytes")))
+    return tuple(addons)
+
+
+def _on_quota(obj: dict[str, Any], auto_suspend: bool) -> tuple[str, int | None]:
+    on_quota = obj.get("on_quota")
+    if on_quota is None:
+        on_quota = "suspend" if auto_suspend else "notify"
+    elif on_quota not in ON_QUOTA:
+        raise InvalidInput("bad_on_quota", f"on_quota must be suspend, throttle or notify, not {on_quota!r}")
+    kbps = obj.get("throttle_kbps")
+    if kbps is not None:
+        kbps = _integer(obj, "throttle_kbps")
+        if kbps <= 0:
+            raise InvalidInput("wrong_type", "throttle_kbps must be a positive integer")
+    if on_quota == "throttle" and kbps is None:
+        raise InvalidInput("missing_field", "throttle_kbps is required with on_quota throttle")
+    return on_quota, kbps
+
+
 def subscription(obj: dict[str, Any]) -> Subscription:
     auto_suspend = obj.get("auto_suspend", False)
     if auto_suspend is None:
@@ -156,16 +249,30 @@ def subscription(obj: dict[str, Any]) -> Subscription:
             zone(tz)
         except ValueError:
             raise InvalidInput("bad_timezone", f"unknown time zone {tz!r}") from None
+    iccid = iccid_of(obj)
+    pool_id = obj.get("pool_id")
+    if pool_id is not None:
+        pool_id = pool_id_of(pool_id)
+    if "quota_bytes" not in obj:
+        raise InvalidInput("missing_field", "quota_bytes is required (null only for a pooled SIM)")
+    if obj["quota_bytes"] is None and pool_id is None:
+        raise InvalidInput("missing_field", "quota_bytes may be null only for a SIM in a pool")
+    quota = None if obj["quota_bytes"] is None else _byte_count(obj, "quota_bytes")
+    on_quota, kbps = _on_quota(obj, auto_suspend)
     return Subscription(
-        iccid=iccid_of(obj),
+        iccid=iccid,
         plan_id=_string(obj, "plan_id"),
-        quota_bytes=_byte_count(obj, "quota_bytes"),
+        quota_bytes=quota,
         valid_from=_time(obj, "valid_from"),
         expires_at=_time(obj, "expires_at") if obj.get("expires_at") is not None else None,
         auto_suspend=auto_suspend,
         warn_at=_warn_at(obj),
         timezone=tz,
         updated_at=_time(obj, "updated_at"),
+        pool_id=pool_id,
+        on_quota=on_quota,
+        throttle_kbps=kbps,
+        addons=addons_of(obj),
     )
 
 
@@ -210,3 +317,144 @@ def manual_request(obj: dict[str, Any]) -> ManualRequest:
         at=_time(obj, "at"),
         requested_by=_string(obj, "requested_by"),
     )
+
+
+STATUSES = ("active", "suspended", "cancelled")
+OUTCOMES = ("applied", "failed", "rejected")
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """What provisioning did with a command (R24)."""
+
+    result_id: str
+    command_id: str
+    iccid: str
+    outcome: str
+    """applied | failed | rejected"""
+    at: datetime
+    carrier_status: str | None
+    throttled: bool | None
+    detail: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CarrierStatus:
+    """What the carrier says of a SIM: a status dump or its status API (R26)."""
+
+    event_id: str
+    iccid: str
+    status: str
+    throttled: bool | None
+    at: datetime
+
+
+def _optional_bool(obj: dict[str, Any], name: str) -> bool | None:
+    value = obj.get(name)
+    if value is not None and not isinstance(value, bool):
+        raise InvalidInput("wrong_type", f"{name} must be true or false")
+    return value
+
+
+def _status(obj: dict[str, Any], name: str) -> str:
+    value = _string(obj, name)
+    if value not in STATUSES:
+        raise InvalidInput("bad_status", f"{name} must be active, suspended or cancelled, not {value!r}")
+    return value
+
+
+def command_result(obj: dict[str, Any]) -> CommandResult:
+    outcome = _string(obj, "outcome")
+    if outcome not in OUTCOMES:
+        raise InvalidInput("bad_outcome", f"outcome must be applied, failed or rejected, not {outcome!r}")
+    detail = obj.get("detail")
+    if detail is not None and not isinstance(detail, str):
+        raise InvalidInput("wrong_type", "detail must be a string")
+    return CommandResult(
+        result_id=_string(obj, "result_id"),
+        command_id=_string(obj, "command_id"),
+        iccid=iccid_of(obj),
+        outcome=outcome,
+        at=_time(obj, "at"),
+        carrier_status=_status(obj, "carrier_status") if obj.get("carrier_status") is not None else None,
+        throttled=_optional_bool(obj, "throttled"),
+        detail=detail,
+    )
+
+
+def carrier_status(obj: dict[str, Any]) -> CarrierStatus:
+    return CarrierStatus(
+        event_id=_string(obj, "event_id"),
+        iccid=iccid_of(obj),
+        status=_status(obj, "status"),
+        throttled=_optional_bool(obj, "throttled"),
+        at=_time(obj, "at"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """A pool (流量池): members share one monthly allowance (R17-R21)."""
+
+    pool_id: str
+    quota_bytes: int
+    auto_suspend: bool
+    warn_at: tuple[float, ...] | None
+    timezone: str | None
+    addons: tuple[Addon, ...]
+    updated_at: datetime
+
+    @property
+    def version_id(self) -> str:
+        """Pools carry no id of their own; this one names the version (R16)."""
+        return f"pool:{self.pool_id}@{format_time(self.updated_at)}"
+
+
+def _timezone(obj: dict[str, Any]) -> str | None:
+    tz = obj.get("timezone")
+    if tz is None:
+        return None
+    if not isinstance(tz, str):
+        raise InvalidInput("wrong_type", "timezone must be an IANA zone name")
+    try:
+        zone(tz)
+    except ValueError:
+        raise InvalidInput("bad_timezone", f"unknown time zone {tz!r}") from None
+    return tz
+
+
+def pool(obj: dict[str, Any]) -> Pool:
+    auto_suspend = obj.get("auto_suspend", False)
+    if auto_suspend is None:
+        auto_suspend = False
+    if not isinstance(auto_suspend, bool):
+        raise InvalidInput("wrong_type", "auto_suspend must be true or false")
+    return Pool(
+        pool_id=pool_id_of(_require(obj, "pool_id")),
+        quota_bytes=_byte_count(obj, "quota_bytes"),
+        auto_suspend=auto_suspend,
+        warn_at=_warn_at(obj),
+        timezone=_timezone(obj),
+        addons=addons_of(obj),
+        updated_at=_time(obj, "updated_at"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PoolNotice:
+    """A pool to one of its members (internal, R18-R19): it ran out, or recovered."""
+
+    iccid: str
+    value: dict[str, Any]
+
+
+def pool_notice(obj: dict[str, Any]) -> PoolNotice:
+    """Validate a notice: written by stream-app itself, but read from a topic."""
+    for name in ("pool_id", "action", "month", "until", "timezone", "trigger", "at"):
+        _string(obj, name)
+    if obj["action"] not in ("exhausted", "cleared"):
+        raise InvalidInput("bad_action", "a pool notice says exhausted or cleared")
+    episode = _integer(obj, "episode")
+    _time(obj, "until")
+    _time(obj, "at")
+    return PoolNotice(iccid_of(obj), {**obj, "episode": episode, "iccid": iccid_of(obj)})

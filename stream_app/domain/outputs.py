@@ -14,6 +14,9 @@ from typing import Any, NamedTuple
 from .timeutil import format_time
 
 COMMANDS, ALERTS, AUDIT, CHARGES, DEADLETTER = "commands", "alerts", "audit", "charges", "deadletter"
+POOL_USAGE, POOL_NOTICES = "pool_usage", "pool_notices"
+"""Internal: what members count for their pool (keyed by pool id), and what a pool tells
+its members (keyed by ICCID)."""
 
 
 class Output(NamedTuple):
@@ -32,28 +35,38 @@ def derive_id(*parts: object) -> str:
 def command(
     iccid: str,
     action: str,
-    reason: str,
+    reason: str | None,
     trigger: str,
     at: datetime,
     reasons: set[str],
     cause: str | None,
     occasion: str,
+    *,
+    speed_kbps: int | None = None,
+    pool_id: str | None = None,
 ) -> Output:
-    """``occasion`` names what made this command unique when there is no cause (a month)."""
-    return Output(
-        COMMANDS,
-        iccid,
-        {
-            "command_id": derive_id("command", iccid, action, reason, trigger, cause, occasion),
-            "iccid": iccid,
-            "action": action,
-            "reason": reason,
-            "trigger": trigger,
-            "at": format_time(at),
-            "reasons": sorted(reasons),
-            "cause": cause,
-        },
-    )
+    """``occasion`` names what made this command unique when there is no cause (a month).
+
+    ``attempt`` is 1: the first send (a resend repeats the id with the next attempt)."""
+    # A pool's effects may be caused by a different record from run to run (live, which
+    # member's record reached the pool depends on timing): their ids leave the cause out.
+    named_by = None if pool_id is not None else cause
+    value: dict[str, Any] = {
+        "command_id": derive_id("command", iccid, action, reason, trigger, named_by, occasion),
+        "iccid": iccid,
+        "action": action,
+        "reason": reason,
+        "trigger": trigger,
+        "at": format_time(at),
+        "reasons": sorted(reasons),
+        "cause": cause,
+        "attempt": 1,
+    }
+    if speed_kbps is not None:
+        value["speed_kbps"] = speed_kbps
+    if pool_id is not None:
+        value["pool_id"] = pool_id
+    return Output(COMMANDS, iccid, value)
 
 
 def audit(
@@ -68,24 +81,25 @@ def audit(
     status_after: str,
     cause: str | None,
     occasion: str,
+    pool_id: str | None = None,
 ) -> Output:
-    return Output(
-        AUDIT,
-        iccid,
-        {
-            "audit_id": derive_id("audit", iccid, change, reason, trigger, cause, occasion),
-            "iccid": iccid,
-            "at": format_time(at),
-            "change": change,
-            "reason": reason,
-            "trigger": trigger,
-            "cause": cause,
-            "reasons_before": sorted(before),
-            "reasons_after": sorted(after),
-            "status_before": status_before,
-            "status_after": status_after,
-        },
-    )
+    named_by = None if pool_id is not None else cause  # as for the commands of a pool
+    value: dict[str, Any] = {
+        "audit_id": derive_id("audit", iccid, change, reason, trigger, named_by, occasion),
+        "iccid": iccid,
+        "at": format_time(at),
+        "change": change,
+        "reason": reason,
+        "trigger": trigger,
+        "cause": cause,
+        "reasons_before": sorted(before),
+        "reasons_after": sorted(after),
+        "status_before": status_before,
+        "status_after": status_after,
+    }
+    if pool_id is not None:
+        value["pool_id"] = pool_id
+    return Output(AUDIT, iccid, value)
 
 
 def alert(
@@ -106,6 +120,30 @@ def alert(
     for name, figure in figures.items():
         value[name] = format_time(figure) if isinstance(figure, datetime) else figure
     return Output(ALERTS, iccid, value)
+
+
+def pool_alert(
+    pool: str, kind: str, at: datetime, cause: str | None, occasion: str, **figures: Any
+) -> Output:
+    """A pool's alert (R20): keyed by the pool id, with no ICCID; ``figures`` name it."""
+    value: dict[str, Any] = {
+        "alert_id": derive_id("alert", "pool", pool, kind, occasion),
+        "iccid": None,
+        "kind": kind,
+        "at": format_time(at),
+        "cause": cause,
+    }
+    for name, figure in figures.items():
+        value[name] = format_time(figure) if isinstance(figure, datetime) else figure
+    return Output(ALERTS, pool, value)
+
+
+def pool_report(pool_id: str, value: dict[str, Any]) -> Output:
+    return Output(POOL_USAGE, pool_id, value)
+
+
+def pool_notice(iccid: str, value: dict[str, Any]) -> Output:
+    return Output(POOL_NOTICES, iccid, value)
 
 
 MAX_DEAD_LETTER_PAYLOAD = 256 * 1024

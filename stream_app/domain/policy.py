@@ -23,3 +23,7 @@ class Policy:
     retention_fee: int = 500
     """Number-retention fee per started month while suspended for expiry, minor units."""
     retention_currency: str = "CNY"
+    ack_timeout: timedelta | None = None
+    """Acknowledgement tracking (R24): how long a sent command may wait for a result;
+    None: tracking off (results are only recorded, every command is sent once)."""
+    max_attempts: int = 6

@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from . import outputs as out
+from .commands import remember, track
 from .outputs import Output
 from .policy import Policy
-from .state import HISTORY_LENGTH, SimState
+from .state import SimState
 
-QUOTA, ARREARS, EXPIRY, MANUAL = "quota", "arrears", "expiry", "manual"
+QUOTA, ARREARS, EXPIRY, MANUAL, POOL = "quota", "arrears", "expiry", "manual", "pool"
 
 
 @dataclass(slots=True)
@@ -30,25 +31,38 @@ def timezone_of(state: SimState, policy: Policy) -> str:
 
 def _command(ctx: Ctx, state: SimState, command: Output) -> None:
     ctx.emitted.append(command)
-    value = command.value
-    state.history.append({k: value[k] for k in ("command_id", "action", "reason", "trigger", "at", "cause")})
-    del state.history[:-HISTORY_LENGTH]
+    remember(state, command)
+    track(state, command, ctx.now, ctx.policy)
 
 
 def add_reason(
-    state: SimState, ctx: Ctx, reason: str, trigger: str, at: datetime, cause: str | None, occasion: str
+    state: SimState,
+    ctx: Ctx,
+    reason: str,
+    trigger: str,
+    at: datetime,
+    cause: str | None,
+    occasion: str,
+    pool_id: str | None = None,
 ) -> None:
     """Suspend when the set was empty; otherwise only audit. Nothing once cancelled."""
     if not state.cancelled and reason not in state.reasons:
-        _change(state, ctx, reason, True, trigger, at, cause, occasion)
+        _change(state, ctx, reason, True, trigger, at, cause, occasion, pool_id)
 
 
 def clear_reason(
-    state: SimState, ctx: Ctx, reason: str, trigger: str, at: datetime, cause: str | None, occasion: str
+    state: SimState,
+    ctx: Ctx,
+    reason: str,
+    trigger: str,
+    at: datetime,
+    cause: str | None,
+    occasion: str,
+    pool_id: str | None = None,
 ) -> None:
     """Restore when the set becomes empty; otherwise only audit. Nothing once cancelled."""
     if not state.cancelled and reason in state.reasons:
-        _change(state, ctx, reason, False, trigger, at, cause, occasion)
+        _change(state, ctx, reason, False, trigger, at, cause, occasion, pool_id)
 
 
 def _change(
@@ -60,6 +74,7 @@ def _change(
     at: datetime,
     cause: str | None,
     occasion: str,
+    pool_id: str | None = None,
 ) -> None:
     before, status_before = set(state.reasons), state.status
     if adding:
@@ -68,9 +83,10 @@ def _change(
         state.reasons.discard(reason)
     if not before or not state.reasons:  # the set became non-empty, or empty (R5)
         action = "suspend" if adding else "restore"
-        _command(
-            ctx, state, out.command(state.iccid, action, reason, trigger, at, state.reasons, cause, occasion)
+        command = out.command(
+            state.iccid, action, reason, trigger, at, state.reasons, cause, occasion, pool_id=pool_id
         )
+        _command(ctx, state, command)
     ctx.emitted.append(
         out.audit(
             state.iccid,
@@ -84,7 +100,52 @@ def _change(
             state.status,
             cause,
             occasion,
+            pool_id,
         )
+    )
+
+
+def throttle(
+    state: SimState, ctx: Ctx, kbps: int, trigger: str, at: datetime, cause: str | None, occasion: str
+) -> None:
+    """R23: slow the SIM down at its quota. Not a reason: the set and status stay."""
+    if state.cancelled or state.throttled:
+        return
+    state.throttled = True
+    command = out.command(
+        state.iccid, "throttle", QUOTA, trigger, at, state.reasons, cause, occasion, speed_kbps=kbps
+    )
+    _command(ctx, state, command)
+    ctx.emitted.append(_speed_audit(state, "throttled", trigger, at, cause, occasion))
+
+
+def unthrottle(
+    state: SimState, ctx: Ctx, trigger: str, at: datetime, cause: str | None, occasion: str
+) -> None:
+    if state.cancelled or not state.throttled:
+        return
+    state.throttled = False
+    _command(
+        ctx, state, out.command(state.iccid, "unthrottle", QUOTA, trigger, at, state.reasons, cause, occasion)
+    )
+    ctx.emitted.append(_speed_audit(state, "unthrottled", trigger, at, cause, occasion))
+
+
+def _speed_audit(
+    state: SimState, change: str, trigger: str, at: datetime, cause: str | None, occasion: str
+) -> Output:
+    return out.audit(
+        state.iccid,
+        change,
+        QUOTA,
+        trigger,
+        at,
+        state.reasons,
+        state.reasons,
+        state.status,
+        state.status,
+        cause,
+        occasion,
     )
 
 
@@ -119,6 +180,8 @@ def start_new_life(state: SimState, ctx: Ctx, trigger: str, at: datetime, cause:
     the carrier still bills the ICCID per month, and the dedupe memory must survive)."""
     before = set(state.reasons)
     state.cancelled = False
+    state.throttled = False
+    state.pool_hold = None
     state.reasons.clear()
     state.balance = None
     state.balance_at = None

@@ -12,16 +12,18 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from . import outputs as out
+from .commands import dues, on_due
+from .membership import end_hold, hold_ends
 from .policy import Policy
-from .quota import evaluate_month, quota_reached
-from .reasons import EXPIRY, QUOTA, Ctx, add_reason, cancel, clear_reason, timezone_of
+from .quota import evaluate_month, over_quota
+from .reasons import EXPIRY, QUOTA, Ctx, add_reason, cancel, clear_reason, timezone_of, unthrottle
 from .state import SimState
 from .timeutil import add_months, format_time, month_bounds, month_of, next_month
 
 # Order of events at the same instant: a cancellation at midnight happens before that
 # month starts (so no fee for a month the number never lives in); a month start before an
 # expiry at the same midnight (so the new month's quota state is settled first).
-CANCEL, MONTH_START, EXPIRE, GRACE_ENDING, EXPIRY_UPCOMING = range(5)
+CANCEL, MONTH_START, POOL_MONTH_START, EXPIRE, GRACE_ENDING, EXPIRY_UPCOMING, COMMAND = range(7)
 
 
 class Due(NamedTuple):
@@ -29,6 +31,8 @@ class Due(NamedTuple):
     rank: int
     days: int = 0
     """Days before expiry, for an expiry_upcoming warning."""
+    dimension: str = ""
+    """The pending command's dimension, for a command's timeout or resend (R24)."""
 
 
 def cancel_at(state: SimState, policy: Policy) -> datetime | None:
@@ -39,6 +43,9 @@ def cancel_at(state: SimState, policy: Policy) -> datetime | None:
 
 def pending(state: SimState, policy: Policy) -> list[Due]:
     events = [Due(month_bounds(state.month, timezone_of(state, policy))[1], MONTH_START)]
+    events += [Due(at, COMMAND, 0, dimension) for at, dimension in dues(state)]
+    if (hold_end := hold_ends(state)) is not None and not state.cancelled:
+        events.append(Due(hold_end, POOL_MONTH_START))
     if state.cancelled:
         return events
     end = cancel_at(state, policy)
@@ -80,21 +87,26 @@ def advance(state: SimState, ctx: Ctx) -> None:
             _expire(state, ctx, due.at)
         elif due.rank == GRACE_ENDING:
             _grace_ending(state, ctx, due.at)
+        elif due.rank == COMMAND:
+            ctx.emitted += on_due(state, due.dimension, due.at, ctx.now, ctx.policy)
+        elif due.rank == POOL_MONTH_START:
+            end_hold(state, ctx, due.at)
         else:
             _expiry_upcoming(state, ctx, [e for e in events if e.rank == EXPIRY_UPCOMING])
 
 
 def _month_start(state: SimState, ctx: Ctx, boundary: datetime) -> None:
-    """R6: clear ``quota`` and re-arm thresholds (they live per month); R11: the fee of
-    every month started while suspended for expiry. Several missed months give one
-    restore, stamped with the first boundary."""
+    """R6: clear ``quota`` and re-arm thresholds (they live per month); R23: the end of
+    throttling; R11: the fee of every month started while suspended for expiry. Several
+    missed months give one restore, stamped with the first boundary."""
     month = month_of(boundary, timezone_of(state, ctx.policy))
     state.month = month
     _forget_old_months(state, ctx)
-    sub = state.subscription
-    reached = sub is not None and quota_reached(state.usage(month).used_bytes, sub)
+    reached = over_quota(state, month, state.usage(month).used_bytes)
     if QUOTA in state.reasons and not reached:
         clear_reason(state, ctx, QUOTA, "month_start", boundary, None, month)
+    if state.throttled and not reached:
+        unthrottle(state, ctx, "month_start", boundary, None, month)
     if month in state.months:
         # Usage of the new month that arrived early (start within the allowed skew) gets
         # its suspension, thresholds and forecast now that its month is current.
@@ -207,3 +219,9 @@ def _forget_old_months(state: SimState, ctx: Ctx) -> None:
     for month in [m for m in state.months if m < state.month]:
         if month_bounds(month, tz)[1] <= cutoff:
             del state.months[month]
+    for addon_id, (month, _size) in list(state.addons.items()):
+        if month < state.month and month_bounds(month, tz)[1] <= cutoff:
+            del state.addons[addon_id]
+    for months in state.pool_used.values():
+        for month in [m for m in months if m < state.month and month_bounds(m, tz)[1] <= cutoff]:
+            del months[month]

@@ -20,6 +20,8 @@ from .. import codec
 from ..clock import Clock
 from ..domain import InvalidInput, Policy, iccid_of
 from ..domain.describe import describe
+from ..domain.inputs import pool_id_of
+from ..domain.pools import describe_pool
 from ..settings import Settings
 
 
@@ -36,6 +38,12 @@ class Served(Protocol):
 
     def ready(self) -> bool: ...
 
+    def unready(self) -> list[str]: ...
+
+    def roster(self, pool_id: str) -> set[str] | None:
+        """The pool's members, when this worker owns the pool."""
+        ...
+
 
 def install_views(worker: Served) -> None:
     app = worker.app
@@ -49,8 +57,8 @@ def install_views(worker: Served) -> None:
     @app.page("/readyz")
     class Ready(web.View):
         async def get(self, request: web.Request) -> web.Response:
-            ready = worker.ready()
-            return self.json({"ready": ready}, status=200 if ready else 503)
+            why = worker.unready()
+            return self.json({"ready": not why, "unready": why}, status=503 if why else 200)
 
     token = worker.settings.api_token
     expected = f"Bearer {token}".encode() if token is not None else None
@@ -72,9 +80,38 @@ def install_views(worker: Served) -> None:
                 return await app.router.route_req(worker.table.name, key, self.web, request)
             except SameNode:
                 pass
-            state = codec.load_sim(normalised, worker.table.get)
-            if state is None:
+            stored = codec.load_sim(normalised, worker.table.get, worker.policy)
+            if stored is None:
                 return self.json({"error": "not_found", "iccid": normalised}, status=404)
+            state = stored.state()
             body = describe(state, worker.clock.now(), worker.policy)
+            body["served_by"] = str(app.conf.canonical_url)
+            return self.json(body)
+
+    @app.page("/pools/{pool_id}")
+    class PoolView(web.View):
+        async def get(self, request: web.Request, pool_id: str) -> Any:
+            given = request.headers.get("Authorization", "").encode()
+            if expected is not None and not hmac.compare_digest(given, expected):
+                return self.json({"error": "unauthorized"}, status=401)
+            try:
+                pool_id_of(pool_id)
+            except InvalidInput as exc:
+                return self.json({"error": exc.code, "detail": exc.detail}, status=400)
+            try:
+                return await app.router.route_req(worker.table.name, pool_id.encode(), self.web, request)
+            except SameNode:
+                pass
+            roster = worker.roster(pool_id) or set()
+            state = codec.load_pool(pool_id, worker.table.get, (), roster)
+            if state is None:
+                return self.json({"error": "not_found", "pool_id": pool_id}, status=404)
+            try:
+                limit = min(max(int(request.query.get("limit", "100")), 0), 10_000)
+            except ValueError:
+                return self.json({"error": "bad_limit", "detail": "limit is a whole number"}, status=400)
+            after = request.query.get("after", "")
+            page = sorted(iccid for iccid in roster if iccid > after)[:limit]
+            body = describe_pool(state, worker.clock.now(), worker.policy, page)
             body["served_by"] = str(app.conf.canonical_url)
             return self.json(body)

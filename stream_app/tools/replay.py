@@ -1,4 +1,4 @@
-"""`stream-app replay`: the engine over JSON lines, without Kafka (DESIGN.md "Replay").
+"""`stream-app replay`: the engine over JSON lines, without Kafka (docs/rules.md "Replay").
 
 Input lines are ``{"topic": "<input topic>", "value": {...}}`` or ``{"tick": "<time>"}``.
 Before a line is applied, now advances to the line's time (a usage record's ``end``,
@@ -6,10 +6,16 @@ Before a line is applied, now advances to the line's time (a usage record's ``en
 due on the way happens in time order, each at its own due instant. Output lines are
 ``{"topic": "<output topic>", "key": "<iccid>", "value": {...}}``. A bad line becomes a
 dead letter whose ``offset`` is its line number (from 1), with partition 0.
+
+Pools run in the same process: what a member reports reaches its pool at once, and what
+a pool tells its members reaches them at once, members in ICCID order, all at the
+moment of the line that caused it; a pool's own output lines are keyed by its pool id.
+The messages between members and pools are the worker's internal topics, not output.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
@@ -17,13 +23,17 @@ from typing import Any, BinaryIO
 import orjson
 
 from ..domain import InvalidInput, Output, SimState, Subscription, UsageRecord, due_at, iccid_of
-from ..domain.engine import Input
-from ..domain.outputs import dead_letter
+from ..domain.engine import Input, apply_pool_notice
+from ..domain.fast import DUPLICATE, Lane, fast_usage, lane_of
+from ..domain.inputs import Pool, PoolNotice, pool, pool_notice, usage_record
+from ..domain.memory import id_hash
+from ..domain.outputs import POOL_NOTICES, POOL_USAGE, dead_letter
+from ..domain.pools import PoolState, Report, apply_pool, apply_report, new_pool, pool_due, pool_tick
 from ..domain.timeutil import TimeFormatError, parse_time
 from ..pipeline import Decision, Source, apply, decide_tick, rejected, validate
 from ..schedule import DueIndex
 from ..settings import Settings
-from ..topics import INPUTS
+from ..topics import INPUTS, POOLS, USAGE
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -31,12 +41,20 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 class Replayer:
     """Holds every SIM's state in memory and applies lines in file order."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, fast: bool = True) -> None:
         self.settings = settings
         self.policy = settings.policy()
         self.states: dict[str, SimState] = {}
         self.due = DueIndex()
         self.now: datetime | None = None
+        self.fast = fast
+        """Decide common usage records on the fast lane (off: every line takes the
+        general engine; the outputs and states are the same, tests/unit/test_fast.py)."""
+        self.fast_lane_records = 0
+        """How many usage lines the fast lane decided."""
+        self._lanes: dict[str, Lane | None] = {}
+        """Each SIM's lane, derived after its last general step."""
+        self.pools: dict[str, PoolState] = {}
         self._logical = {settings.topic(t): t for t in INPUTS}
 
     def line(self, number: int, raw: bytes) -> list[Output]:
@@ -70,11 +88,82 @@ class Replayer:
             # An invalid line does not move now: its times cannot be trusted.
             return rejected(source, raw, None, exc.code, exc.detail, "invalid").outputs
         emitted = self.advance(_time_of(item))
-        decision = apply(item, source, raw, self.states.get, self.now or _EPOCH, self.policy)
+        now = self.now or _EPOCH
+        if isinstance(item, Pool):
+            state = self.pools.get(item.pool_id) or new_pool(item.pool_id, now, self.policy)
+            return emitted + self._pool_outputs(state, apply_pool(state, item, now, self.policy).outputs, now)
+        if self.fast and isinstance(item, UsageRecord) and self._fast(item, now):
+            return emitted
+        decision = apply(item, source, raw, self.states.get, now, self.policy)
         self._keep(decision)
-        return emitted + decision.outputs
+        return emitted + self._route(decision.outputs, now)
 
-    def _validate(self, logical: str, value: Any, line_bytes: int) -> Input:
+    def _route(self, outputs: list[Output], now: datetime) -> list[Output]:
+        """Outputs for the output topics; reports reach their pool at once, and what the
+        pool says reaches its members at once (R17-R19)."""
+        emitted: list[Output] = []
+        for output in outputs:
+            if output.topic != POOL_USAGE:
+                emitted.append(output)
+                continue
+            value = output.value
+            state = self.pools.get(value["pool_id"]) or new_pool(value["pool_id"], now, self.policy)
+            report = Report(
+                value["pool_id"], value["iccid"], value["kind"], value["month"], value["used"], value["cause"]
+            )
+            emitted += self._pool_outputs(state, apply_report(state, report, now, self.policy).outputs, now)
+        return emitted
+
+    def _pool_outputs(self, state: PoolState, outputs: list[Output], now: datetime) -> list[Output]:
+        self.pools[state.pool_id] = state
+        self.due.schedule(_POOL + state.pool_id, pool_due(state, self.policy).timestamp())
+        emitted: list[Output] = []
+        for output in outputs:
+            if output.topic != POOL_NOTICES:
+                emitted.append(output)
+                continue
+            notice = pool_notice(output.value)
+            member = self.states.get(notice.iccid)
+            if member is None:
+                continue
+            step = apply_pool_notice(member, notice, now, self.policy)
+            self._keep(Decision(notice.iccid, step.state, step.outputs, step.outcome))
+            emitted += self._route(step.outputs, now)
+        return emitted
+
+    def _fast(self, record: UsageRecord, now: datetime) -> bool:
+        """Count a common record on the SIM's fast lane; False: take the general path."""
+        state = self.states.get(record.iccid)
+        if state is None:
+            return False
+        iccid = record.iccid
+        lane = (
+            self._lanes[iccid]
+            if iccid in self._lanes
+            else self._lanes.setdefault(iccid, lane_of(state, self.policy))
+        )
+        if lane is None:
+            return False
+        usage = state.months.get(state.month)
+        used = fast_usage(
+            lane,
+            usage.used_bytes if usage is not None else 0,
+            state.ids,
+            id_hash(record.record_id),
+            record.start.timestamp(),
+            record.end.timestamp(),
+            record.total_bytes,
+            now.timestamp(),
+            self.policy,
+        )
+        if used is None:
+            return False
+        if used != DUPLICATE:
+            state.usage(state.month).used_bytes = used
+        self.fast_lane_records += 1
+        return True
+
+    def _validate(self, logical: str, value: Any, line_bytes: int) -> Input | Pool:
         """The message of a line, validated as the worker would; the line is parsed once
         (its size is measured on the value only when the whole line is near the limit)."""
         limit = self.settings.max_message_bytes
@@ -82,6 +171,11 @@ class Replayer:
             raise InvalidInput("too_large", f"message is over the {limit} bytes limit")
         if not isinstance(value, dict):
             raise InvalidInput("not_an_object", "a message must be a JSON object")
+        if logical == POOLS:
+            return pool(value)
+        if logical == USAGE:
+            with contextlib.suppress(InvalidInput):
+                return usage_record(value)  # the common case, at once
         iccid_of(value)  # first, as live: a bad ICCID is reported before any other field
         return validate(logical, value)
 
@@ -90,17 +184,23 @@ class Replayer:
         if until is None or (self.now is not None and until <= self.now):
             return []
         emitted: list[Output] = []
-        for due, iccid in self.due.pop_due(until):
-            decision = decide_tick(self.states[iccid], due, self.policy)
+        for due, key in self.due.pop_due(until.timestamp()):
+            at = datetime.fromtimestamp(due, UTC)
+            if key.startswith(_POOL):
+                state = self.pools[key[len(_POOL) :]]
+                emitted += self._pool_outputs(state, pool_tick(state, at, self.policy).outputs, at)
+                continue
+            decision = decide_tick(self.states[key], at, self.policy)
             self._keep(decision)
-            emitted.extend(decision.outputs)
+            emitted += self._route(decision.outputs, at)
         self.now = until
         return emitted
 
     def _keep(self, decision: Decision) -> None:
         if decision.state is not None and decision.iccid is not None:
             self.states[decision.iccid] = decision.state
-            self.due.schedule(decision.iccid, due_at(decision.state, self.policy))
+            self.due.schedule(decision.iccid, due_at(decision.state, self.policy).timestamp())
+            self._lanes.pop(decision.iccid, None)
 
     def _bad(self, number: int, raw: bytes, topic: str, error: str, detail: str) -> Output:
         return dead_letter(topic, 0, number, error, detail, raw)
@@ -111,12 +211,18 @@ class Replayer:
         )
 
 
-def _time_of(item: Input) -> datetime:
-    """A line's time: a usage record's end, a subscription's updated_at, or its at."""
+_POOL = "pool:"
+"""Due-index keys of pools (an ICCID never starts so)."""
+
+
+def _time_of(item: Input | Pool) -> datetime:
+    """A line's time: a usage record's end, a subscription's or pool's updated_at, or its at."""
     if isinstance(item, UsageRecord):
         return item.end
-    if isinstance(item, Subscription):
+    if isinstance(item, Subscription | Pool):
         return item.updated_at
+    if isinstance(item, PoolNotice):
+        raise TypeError("a pool notice is not a replay line")
     return item.at
 
 

@@ -38,32 +38,35 @@ from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from .. import codec
-from ..domain import SimState, UsageRecord
+from ..codec import PoolStored, Stored, stored_of
+from ..domain import CommandResult, UsageRecord
+from ..domain.pools import PoolState, pool_from_dict, pool_tick
 from ..ops.web import install_views
 from ..pipeline import Decision, Source, decide_tick
 from ..settings import Settings
 from ..topics import (
     ALERTS,
-    BILLING,
     CHARGES,
     COMMANDS,
+    CONSUMED,
     DEADLETTER,
-    INPUTS,
-    OUTPUTS,
-    REQUESTS,
-    SUBSCRIPTIONS,
+    POOL_USAGE,
+    POOLS,
+    SENT,
     TICKS,
     USAGE,
 )
-from . import chunks, committer, recovery
+from . import chunks, committer, fetching, recovery
 from .batch import Incoming, SimBatch, decide_batch
 from .gaps import GapReader
 from .intake import Intake
-from .logs import logging_config
+from .logs import limit_repeats, logging_config
 from .metrics import Metrics, observe_many
 from .offsets import Ledger, Partition
-from .ownership import Books, PartitionBook, Summary, summary
+from .ownership import POOL_DUE, Books, PartitionBook, Summary, summary
+from .pooling import decide_pools
 from .recovery import ChunkTable
+from .refusals import Refusals
 from .writer import Write, Writer, Written
 
 log = logging.getLogger("stream_app")
@@ -94,6 +97,7 @@ class Worker:
         self.clock = settings.clock()
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry)
+        self.refusals = Refusals(log)  # dead letters summarised in the log
         self.app = faust.App(
             settings.app_id,
             broker=[f"kafka://{host.strip()}" for host in settings.bootstrap_servers.split(",")],
@@ -109,7 +113,7 @@ class Worker:
             web_tables_enabled=False,
             # Not larger: polls of 10,000 recovered 200k SIMs in 23 s rather than 31 s,
             # but the chaos tests then often found a partition Faust never committed
-            # again after a restart (README "Reliability").
+            # again after a restart (docs/reliability.md).
             broker_max_poll_records=1000,
             # Queued items are chunks of up to a poll's records each (chunks.py).
             stream_buffer_maxsize=STREAM_BUFFER,
@@ -128,11 +132,11 @@ class Worker:
         self.writer = Writer(
             self.app,
             self.table,
-            {logical: settings.topic(logical) for logical in OUTPUTS},
+            {logical: settings.topic(logical) for logical in SENT},
             self._observe,
             self.books.record,
         )
-        for logical in INPUTS:  # exported at 0 from the start, so a dashboard shows a line
+        for logical in CONSUMED:  # exported at 0 from the start, so a dashboard shows a line
             self.metrics.read_back.labels(settings.topic(logical))
         self.ledger = Ledger()
         self.intake = Intake(
@@ -147,8 +151,14 @@ class Worker:
         transport.Consumer = committer.ledger_consumer(
             chunks.chunk_consumer(transport.Consumer),
             self.ledger,
-            frozenset(settings.topic(logical) for logical in (*INPUTS, TICKS)),
+            frozenset(settings.topic(logical) for logical in (*CONSUMED, TICKS)),
         )
+        # Front door (issue 12): input the fetcher cannot decode is held, not fatal; the
+        # broker's last answer decides readiness.
+        self.fetch_watch = fetching.FetchWatch()
+        fetching.install(self.app, self.fetch_watch)
+        self.metrics.held_partitions.set_function(lambda: len(self._held()))
+        self.metrics.kafka_answered.set_function(self.fetch_watch.reached)
         self._install()
 
     def _topic(self, logical: str) -> Any:
@@ -161,7 +171,7 @@ class Worker:
 
     # --- state -------------------------------------------------------------------
 
-    def load(self, iccid: str, event: Any = None) -> SimState | None:
+    def load(self, iccid: str, event: Any = None) -> Stored | None:
         """The SIM's stored state. ``event``: an input event of the SIM's partition.
 
         A RocksDB store reads the partition of the current event, and a batch mixes
@@ -170,22 +180,24 @@ class Worker:
         """
         plain = self.writer.plain
         if plain is not None:
-            state = codec.load_sim(iccid, plain.get)
+            stored = codec.load_sim(iccid, plain.get, self.policy)
         else:
             token = _current_event.set(weakref.ref(event) if event is not None else None)
             try:
-                state = codec.load_sim(iccid, self.table.data.get)
+                stored = codec.load_sim(iccid, self.table.data.get, self.policy)
             finally:
                 _current_event.reset(token)
-        if state is None:
+        if stored is None:
             return None
-        self._loaded[iccid] = summary(state)
-        return state
+        self._loaded[iccid] = summary(stored.hot)
+        return stored
 
     def _observe(self, topic: str, value: dict[str, Any]) -> None:
         metrics = self.metrics
         if topic == COMMANDS:
-            metrics.commands.labels(value["action"], value["reason"], value["trigger"]).inc()
+            metrics.commands.labels(value["action"], value["reason"] or "", value["trigger"]).inc()
+            if value["attempt"] > 1:
+                metrics.command_resends.inc()
             log.info(
                 "command %s %s %s/%s %s",
                 value["action"],
@@ -209,6 +221,7 @@ class Worker:
             metrics.charges.labels(value["kind"]).inc()
         elif topic == DEADLETTER:
             metrics.dead_letters.labels(value["topic"], value["error"]).inc()
+            self.refusals.add(value)
 
     async def book(self, partition: int) -> PartitionBook:
         """This partition's book, built from the table on first use after a rebalance.
@@ -225,22 +238,38 @@ class Worker:
         owned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == ticks}
         building = {p: PartitionBook() for p in owned | {partition} if p not in self.books.partitions}
         generation = self.books.generation
+        pools: dict[str, PoolStored] = {}
+        members: dict[str, set[str]] = {}
         for n, (key, raw) in enumerate(list(self.table.items())):
             if n % 2000 == 1999:
                 await asyncio.sleep(0)
             try:
-                state = codec.decode_state(raw)
+                if codec.is_card_key(key):
+                    card = codec.read_card(key.decode(), raw, self.policy)
+                    target = building.get(card.partition) if card.partition is not None else None
+                    if target is not None:
+                        self.books.add(target, card)
+                elif codec.is_pool_key(key) or codec.is_member_key(key):
+                    pool_id, iccid, value = codec.read_pool_index(key, raw)
+                    if iccid is None:
+                        pools[pool_id] = PoolStored(pool_from_dict(value), value.get("p"))
+                    elif value["in"]:
+                        members.setdefault(pool_id, set()).add(iccid)
             except Exception:
                 log.exception("stored state of %r cannot be decoded; skipped", key)
-                continue
-            target = building.get(state.partition) if state.partition is not None else None
-            if target is not None:
-                self.books.add(target, state)
         if generation != self.books.generation:  # a rebalance came meanwhile: build again
             return await self.book(partition)
         for number, built in building.items():
             self.books.partitions.setdefault(number, built)
-            log.info("partition %d: %d SIMs, %d due", number, sum(built.statuses.values()), len(built.due))
+        for pool_id, stored in pools.items():
+            if stored.partition in building:
+                stored.state.roster = members.get(pool_id, set())
+                self.books.record_pool(stored.partition, stored)
+        for number, built in building.items():
+            sims = sum(built.statuses[s] for s in ("active", "suspended", "cancelled"))
+            log.info(
+                "partition %d: %d SIMs, %d pools, %d due", number, sims, len(built.rosters), len(built.due)
+            )
         return self.books.partitions[partition]
 
     # --- agents --------------------------------------------------------------------
@@ -263,9 +292,11 @@ class Worker:
             await self.intake.take(logical, events)
 
     async def _decide_and_apply(self, logical: str, batch: list[Incoming]) -> Written:
+        if logical in (POOLS, POOL_USAGE):
+            return await self._decide_pools(logical, batch)
         now = self.clock.now()
         if self.writer.plain is not None:  # the memory store reads any partition
-            load: Callable[[str], SimState | None] = self.load
+            load: Callable[[str], Stored | None] = self.load
         else:  # RocksDB reads the partition of an event: one of the SIM's own
             by_key = {i.key: i.ref for i in batch}
             load = lambda iccid: self.load(iccid, by_key.get(iccid.encode()))  # noqa: E731
@@ -286,13 +317,43 @@ class Worker:
         self._count(logical, now, invalid, sims)
         return written
 
+    async def _decide_pools(self, logical: str, batch: list[Incoming]) -> Written:
+        """Pool definitions and members' reports (R17-R21): one load and write per pool."""
+        now = self.clock.now()
+        refs: dict[bytes | None, Any] = {i.key: i.ref for i in batch}
+        partitions = {i.key: i.source.partition for i in batch}
+        for partition in set(partitions.values()):
+            await self.book(partition)  # the pools' rosters
+
+        def load(pool_id: str, iccids: list[str]) -> PoolState | None:
+            key = pool_id.encode()
+            token = _current_event.set(weakref.ref(refs[key]) if refs.get(key) is not None else None)
+            try:
+                roster = self.books.roster(partitions[key], pool_id)
+                return codec.load_pool(pool_id, self.table.data.get, iccids, roster)
+            finally:
+                _current_event.reset(token)
+
+        invalid, pools = decide_pools(logical, batch, load, now, self.policy, self.settings.max_message_bytes)
+        writes = [Write(None, None, d.outputs, i.source, None, i.ref) for i, d in invalid]
+        writes += [
+            Write(p.pool_id, PoolStored(p.state), p.outputs, p.last.source, None, p.last.ref) for p in pools
+        ]
+        written = await self.writer.write(writes)
+        outcomes: Counter[str] = Counter(d.outcome for _i, d in invalid)
+        for p in pools:
+            outcomes.update(p.outcomes)
+        for outcome, number in outcomes.items():
+            self.metrics.input_messages.labels(logical, outcome).inc(number)
+        return written
+
     def _count(
         self, logical: str, now: datetime, invalid: list[tuple[Incoming, Decision]], sims: list[SimBatch]
     ) -> None:
         """The batch's metrics, each observed once per batch (not per record)."""
         metrics = self.metrics
         outcomes: Counter[str] = Counter(decision.outcome for _incoming, decision in invalid)
-        counted = 0
+        counted = addons = 0
         sent_at = time.time()
         latencies = [sent_at - i.received for i, _decision in invalid if i.received is not None]
         ends: list[datetime] = []
@@ -300,8 +361,11 @@ class Worker:
             for incoming, decision in sim.decisions:
                 outcome = decision.outcome
                 outcomes[outcome] += 1
+                addons += decision.addons
                 item = decision.item
-                if type(item) is UsageRecord:
+                if isinstance(item, CommandResult):
+                    metrics.command_results.labels(item.outcome).inc()
+                elif isinstance(item, UsageRecord):
                     ends.append(item.end)
                     if outcome in COUNTED:
                         counted += item.total_bytes
@@ -313,6 +377,8 @@ class Worker:
             metrics.input_messages.labels(logical, outcome).inc(number)
         if counted:
             metrics.usage_bytes.inc(counted)
+        if addons:
+            metrics.addons.inc(addons)
 
     async def _on_tick(self, stream: Any) -> None:
         async for event in stream.events():
@@ -326,7 +392,7 @@ class Worker:
                 await self.intake.check_idle(self._inputs(event.message.partition), self._read_upto, event)
 
     def _inputs(self, partition: int) -> list[tuple[str, Partition]]:
-        return [(logical, Partition(self.settings.topic(logical), partition)) for logical in INPUTS]
+        return [(logical, Partition(self.settings.topic(logical), partition)) for logical in CONSUMED]
 
     def _read_upto(self, partition: Partition) -> int | None:
         """The offset after the last one Faust's consumer has read from the partition.
@@ -351,31 +417,55 @@ class Worker:
         due = 0
         retry: list[str] = []
         writes: list[Write] = []
-        for _due, iccid in book.due.pop_due(now):
+        for _due, iccid in book.due.pop_due(now.timestamp()):
             due += 1
+            if iccid.startswith(POOL_DUE):
+                pool_write = self._pool_tick(iccid, partition, now, source, event)
+                if pool_write is None:
+                    retry.append(iccid)
+                else:
+                    writes.append(pool_write)
+                continue
             try:
-                state = self.load(iccid, event)
-                decision = decide_tick(state, now, self.policy) if state is not None else None
+                stored = self.load(iccid, event)
+                decision = decide_tick(stored.state(), now, self.policy) if stored is not None else None
             except Exception:
                 log.exception("rolling %s forward failed", iccid)
                 decision = None
                 retry.append(iccid)
             if decision is not None and decision.outcome == "error":
                 retry.append(iccid)
-            elif decision is not None:
+            elif decision is not None and decision.state is not None:
                 before = self._loaded.pop(iccid, None)
-                writes.append(Write(iccid, decision.state, decision.outputs, source, before, event))
+                after = stored_of(decision.state, self.policy)
+                writes.append(Write(iccid, after, decision.outputs, source, before, event))
             if len(writes) >= SWEEP_CHUNK:
                 written.append(await self.writer.write(writes))
                 writes = []
         written.append(await self.writer.write(writes))
         retry += [w.iccid for chunk in written for w in chunk.failed if w.iccid is not None]
         for iccid in retry:  # one SIM must not stop the sweep; it is looked at again next tick
-            book.due.schedule(iccid, now + self.settings.tick_interval)
+            book.due.schedule(iccid, (now + self.settings.tick_interval).timestamp())
         if due:
             self.metrics.swept_sims.inc(due)
             self.metrics.sweep_timestamp.set(time.time())
             self.metrics.sweep_duration.set(time.monotonic() - started)
+
+    def _pool_tick(self, key: str, partition: int, now: datetime, source: Source, event: Any) -> Write | None:
+        """A pool's month start (R19): its new month may be over its quota already."""
+        pool_id = key[len(POOL_DUE) :]
+        token = _current_event.set(weakref.ref(event))
+        try:
+            state = codec.load_pool(pool_id, self.table.data.get, (), self.books.roster(partition, pool_id))
+            if state is None:
+                return None
+            step = pool_tick(state, now, self.policy)
+        except Exception:
+            log.exception("rolling pool %s forward failed", pool_id)
+            return None
+        finally:
+            _current_event.reset(token)
+        return Write(key, PoolStored(step.state), step.outputs, source, None, event)
 
     async def _every_tick_interval(self) -> None:
         # An exception escaping a timer crashes the whole worker: log and go on.
@@ -391,12 +481,18 @@ class Worker:
 
     def _refresh_gauges(self) -> None:
         metrics = self.metrics
-        statuses, reasons = self.books.totals()
+        statuses, reasons, pending = self.books.totals()
         for status in ("active", "suspended", "cancelled"):
             metrics.sims.labels(status).set(statuses[status])
-        for reason in ("quota", "arrears", "expiry", "manual"):
+        for reason in ("quota", "arrears", "expiry", "manual", "pool"):
             metrics.suspended_sims.labels(reason).set(reasons[reason])
-        inputs = {self.settings.topic(t) for t in INPUTS}
+        conditions = Counter(c for book in self.books.partitions.values() for c in book.pools.values())
+        for condition in ("ok", "exhausted", "unknown"):
+            metrics.pools.labels(condition).set(conditions[condition])
+        metrics.throttled_sims.set(statuses["throttled"])
+        for dimension in ("suspension", "throttling"):
+            metrics.pending_commands.labels(dimension).set(pending[dimension])
+        inputs = {self.settings.topic(t) for t in CONSUMED}
         consumer = self.app.consumer
         committed = getattr(consumer, "_committed_offset", {})
         owned = 0
@@ -411,20 +507,48 @@ class Worker:
         metrics.owned_partitions.set(owned)
         metrics.stuck_partitions.set(len(self.ledger.stuck()))
 
+    def roster(self, pool_id: str) -> set[str] | None:
+        for book in self.books.partitions.values():
+            if pool_id in book.rosters:
+                return book.rosters[pool_id]
+        return None
+
     def ready(self) -> bool:
         """Owns partitions and has recovered its tables (and is not rebalancing)."""
+        return not self.unready()
+
+    def unready(self) -> list[str]:
+        """Why the worker is not ready; nothing when it is."""
         app = self.app
         try:
             owns = bool(app.assignor.assigned_actives())
         except Exception:
-            return False
-        return owns and bool(app.tables.actives_ready) and not app.rebalancing
+            owns = False
+        why = [] if owns else ["owns no partition"]
+        if not app.tables.actives_ready:
+            why.append("tables not recovered")
+        if app.rebalancing:
+            why.append("rebalancing")
+        # Front door (issue 12): input it cannot decode, a broker that does not answer.
+        why += [str(held) for held in self._held()]
+        silent = self.fetch_watch.unreached_for()
+        if silent >= self.settings.broker_lost_after.total_seconds():
+            why.append(f"no answer from Kafka for {silent:.0f} s")
+        return why
+
+    def _held(self) -> list[fetching.Held]:
+        try:
+            assigned = self.app.consumer.assignment()
+        except Exception:  # not started yet
+            return []
+        return self.fetch_watch.held_partitions(assigned)
 
     def _install(self) -> None:
         app = self.app
         app.agent(self._topic(USAGE), name="usage")(self._input_agent(USAGE))
-        for logical in (SUBSCRIPTIONS, BILLING, REQUESTS):
-            app.agent(self._topic(logical), name=logical)(self._input_agent(logical))
+        for logical in CONSUMED:
+            if logical != USAGE:
+                app.agent(self._topic(logical), name=logical)(self._input_agent(logical))
         app.agent(self.ticks, name="ticks")(self._on_tick)
         app.timer(self.settings.tick_interval.total_seconds(), name="every_tick_interval")(
             self._every_tick_interval
@@ -475,6 +599,7 @@ def run_worker(settings: Settings) -> None:
     # library debug call (aiokafka logs each send) builds a log record: a third of the
     # hot path in a profile. Without it "Ready" is logged instead of spun.
     runner.spinner = None
+    limit_repeats(runner)  # front door (issue 12): a broker outage is not a flood of lines
     # The objects built so far (Faust, aiokafka, the modules) live as long as the
     # process: frozen, full collections no longer walk them. And collections less
     # often: the hot path allocates per record (Faust's and aiokafka's records, the

@@ -1,9 +1,11 @@
-"""Deciding a batch of one topic's messages: each SIM decoded once and stored once.
+"""Deciding a batch of one topic's messages: each SIM loaded once and stored once.
 
 The agents take messages in batches; the messages of one SIM are applied in order to
-one state (domain.engine.apply_many in effect), so a batch costs one state decode and
-one changelog write per SIM rather than per message. The outcome is exactly that of
-applying the messages one by one (tests/unit/test_batch.py).
+one state (domain.engine.apply_many in effect), so a batch costs one load and one write
+per SIM rather than per message. A usage record on the SIM's fast lane (domain/fast.py)
+is decided from the SIM's card alone; the first message that needs more decodes the
+whole state, and the rest of the SIM's messages take the general path. The outcome is
+exactly that of applying the messages one by one (tests/unit/test_batch.py).
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import NamedTuple
 
-from ..domain import InvalidInput, Policy, SimState, new_state
+from ..codec import Stored, stored_of
+from ..domain import InvalidInput, Policy, SimState, UsageRecord, new_state
 from ..domain.engine import Input, apply_input
+from ..domain.fast import DUPLICATE, fast_usage
+from ..domain.memory import id_hash
 from ..pipeline import Decision, Source, apply, parse, rejected
 
 
@@ -30,7 +35,7 @@ class Incoming(NamedTuple):
 
 class SimBatch(NamedTuple):
     iccid: str
-    state: SimState | None
+    state: Stored | None
     """The SIM's new state to store, or None when nothing is to be stored."""
     last: Incoming
     decisions: list[tuple[Incoming, Decision]]
@@ -39,7 +44,7 @@ class SimBatch(NamedTuple):
 def decide_batch(
     logical: str,
     batch: list[Incoming],
-    load: Callable[[str], SimState | None],
+    load: Callable[[str], Stored | None],
     now: datetime,
     policy: Policy,
     max_bytes: int,
@@ -92,22 +97,54 @@ def _loader(state: SimState) -> Callable[[str], SimState]:
 def _decide_sim(
     iccid: str,
     entries: list[tuple[Incoming, Input]],
-    load: Callable[[str], SimState | None],
+    load: Callable[[str], Stored | None],
     now: datetime,
     policy: Policy,
 ) -> SimBatch:
-    state = load(iccid) or new_state(iccid, now, policy)
+    stored = load(iccid)
+    state: SimState | None = None
+    """The whole state, once a message needed it."""
     applied: list[Input] = []
     decisions: list[tuple[Incoming, Decision]] = []
+    counted = False
+    timestamp = now.timestamp()
     for incoming, item in entries:
+        if state is None and stored is not None and isinstance(item, UsageRecord):
+            hot = stored.hot
+            if hot.lane is not None:
+                used = fast_usage(
+                    hot.lane,
+                    hot.used,
+                    hot.ids,
+                    id_hash(item.record_id),
+                    item.start.timestamp(),
+                    item.end.timestamp(),
+                    item.total_bytes,
+                    timestamp,
+                    policy,
+                )
+                if used == DUPLICATE:
+                    decisions.append((incoming, Decision(iccid, None, [], "duplicate", item)))
+                    continue
+                if used is not None:
+                    hot.used, counted = used, True
+                    applied.append(item)
+                    decisions.append((incoming, Decision(iccid, None, [], "accepted", item)))
+                    continue
+        if state is None:
+            state = stored.state() if stored is not None else new_state(iccid, now, policy)
         decision = apply(item, incoming.source, incoming.raw, _loader(state), now, policy)
         if decision.outcome == "error":
             # The engine failed midway and may have left the state half changed: start
             # again from the stored state with the inputs that went through.
-            state = load(iccid) or new_state(iccid, now, policy)
+            again = load(iccid)
+            state = again.state() if again is not None else new_state(iccid, now, policy)
             for earlier in applied:
                 apply_input(state, earlier, now, policy)
         elif decision.state is not None:
             applied.append(item)
         decisions.append((incoming, decision))
-    return SimBatch(iccid, state if applied else None, entries[-1][0], decisions)
+    last = entries[-1][0]
+    if state is not None and applied:
+        return SimBatch(iccid, stored_of(state, policy), last, decisions)
+    return SimBatch(iccid, stored if counted else None, last, decisions)

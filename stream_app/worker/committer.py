@@ -3,7 +3,7 @@
 Faust 0.15.3 decides what to commit from the offsets its streams acked, merged with
 "gaps" (offsets it takes for nonexistent); with no committed offset yet it does not
 check the head at all. The chaos tests saw both commit past input no worker processed,
-and duplicates in the acked list stall commits (README "Reliability"). Everything
+and duplicates in the acked list stall commits (docs/reliability.md). Everything
 else about committing stays Faust's: when (every ``broker_commit_interval`` and
 ``broker_commit_every``, and on rebalance), the producer flush before it, the commit
 call itself and its error handling.

@@ -2,7 +2,7 @@
 
 Faust's own bookkeeping (acked offsets, "gaps" it takes for offsets that do not exist)
 was seen to commit past input that no worker ever processed, and to stall commits after
-a restart (README "Reliability"). So the worker keeps its own ledger and Faust commits
+a restart (docs/reliability.md). So the worker keeps its own ledger and Faust commits
 only what it says (committer.py):
 
 * Per input partition, a *frontier*: every offset below it has been processed, and its

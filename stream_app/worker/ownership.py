@@ -11,17 +11,25 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ..domain import Policy, SimState, due_at
+from ..codec import Card, PoolStored, Stored
+from ..domain import Policy
+from ..domain.fast import Hot
+from ..domain.pools import PoolState, pool_due
 from ..schedule import DueIndex
+
+POOL_DUE = "pool:"
+"""Due-index keys of pools (an ICCID never starts so)."""
 
 
 class Summary(NamedTuple):
     status: str
     reasons: frozenset[str]
+    throttled: bool
+    pending: frozenset[str]
 
 
-def summary(state: SimState) -> Summary:
-    return Summary(state.status, frozenset(state.reasons))
+def summary(state: Hot | Card) -> Summary:
+    return Summary(state.status, state.reasons, state.throttled, state.pending)
 
 
 @dataclass(slots=True)
@@ -29,37 +37,50 @@ class PartitionBook:
     due: DueIndex = field(default_factory=DueIndex)
     statuses: Counter[str] = field(default_factory=Counter)
     reasons: Counter[str] = field(default_factory=Counter)
+    pending: Counter[str] = field(default_factory=Counter)
+    """SIMs with a command waiting for its result, per dimension."""
+    rosters: dict[str, set[str]] = field(default_factory=dict)
+    """Each pool of the partition: its members' ICCIDs (whom its notices go to)."""
+    pools: dict[str, str] = field(default_factory=dict)
+    """Each pool of the partition: ok, exhausted or unknown (for the gauges)."""
 
     def count(self, item: Summary, sign: int) -> None:
         self.statuses[item.status] += sign
+        self.statuses["throttled"] += sign * item.throttled
         for reason in item.reasons:
             self.reasons[reason] += sign
+        for dimension in item.pending:
+            self.pending[dimension] += sign
 
 
 class Books:
-    def __init__(self, policy: Policy) -> None:
-        self.policy = policy
+    def __init__(self, policy: Policy | None = None) -> None:
+        self.policy = policy or Policy()
         self.partitions: dict[int, PartitionBook] = {}
         self.generation = 0
         """Bumped by every clear (rebalance): a build that spans one is thrown away."""
 
-    def build(self, partition: int, states: Iterable[SimState]) -> PartitionBook:
+    def build(self, partition: int, cards: Iterable[Card]) -> PartitionBook:
         book = PartitionBook()
-        for state in states:
-            self.add(book, state)
+        for card in cards:
+            self.add(book, card)
         self.partitions[partition] = book
         return book
 
-    def add(self, book: PartitionBook, state: SimState) -> None:
-        book.due.schedule(state.iccid, due_at(state, self.policy))
-        book.count(summary(state), +1)
+    def add(self, book: PartitionBook, card: Card) -> None:
+        book.due.schedule(card.iccid, card.due)
+        book.count(summary(card), +1)
 
-    def record(self, partition: int, before: Summary | None, after: SimState) -> None:
-        """A SIM's state was written; a partition not built yet will see it when built."""
+    def record(self, partition: int, before: Summary | None, written: Stored | PoolStored) -> None:
+        """A state was written; a partition not built yet will see it when built."""
+        if isinstance(written, PoolStored):
+            self.record_pool(partition, written)
+            return
+        after = written.hot
         book = self.partitions.get(partition)
         if book is None:
             return
-        book.due.schedule(after.iccid, due_at(after, self.policy))
+        book.due.schedule(after.iccid, after.due)
         if before is not None:
             book.count(before, -1)
         book.count(summary(after), +1)
@@ -68,10 +89,32 @@ class Books:
         self.partitions.clear()
         self.generation += 1
 
-    def totals(self) -> tuple[Counter[str], Counter[str]]:
+    def totals(self) -> tuple[Counter[str], Counter[str], Counter[str]]:
         statuses: Counter[str] = Counter()
         reasons: Counter[str] = Counter()
+        pending: Counter[str] = Counter()
         for book in self.partitions.values():
             statuses.update(book.statuses)
             reasons.update(book.reasons)
-        return statuses, reasons
+            pending.update(book.pending)
+        return statuses, reasons, pending
+
+    def record_pool(self, partition: int, written: PoolStored) -> None:
+        state = written.state
+        book = self.partitions.get(partition)
+        if book is None:
+            return
+        book.rosters[state.pool_id] = state.roster
+        book.pools[state.pool_id] = pool_condition(state)
+        book.due.schedule(POOL_DUE + state.pool_id, pool_due(state, self.policy).timestamp())
+
+    def roster(self, partition: int, pool_id: str) -> set[str] | None:
+        book = self.partitions.get(partition)
+        return None if book is None else book.rosters.setdefault(pool_id, set())
+
+
+def pool_condition(state: PoolState) -> str:
+    if state.definition is None:
+        return "unknown"
+    current = state.months.get(state.month)
+    return "exhausted" if current is not None and current.exhausted else "ok"

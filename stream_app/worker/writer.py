@@ -1,6 +1,6 @@
 """Writing what a batch decided: outputs first and acknowledged, then states and changelog.
 
-Order is the guarantee (README "Reliability"): a SIM's new state is stored, and its
+Order is the guarantee (docs/reliability.md): a SIM's new state is stored, and its
 changelog record produced, only after every output it decided has been acknowledged by
 the broker. A crash at any point leaves either the state not yet advanced (the input is
 processed again and its outputs repeat with the same ids) or both written; never an
@@ -32,8 +32,7 @@ from faust.streams import _current_event
 from faust.types import TP
 
 from .. import codec
-from ..codec import Entry
-from ..domain import SimState
+from ..codec import Entry, PoolStored, Stored
 from ..domain.outputs import Output
 from ..pipeline import Source, rejected
 from ..topics import DEADLETTER
@@ -45,8 +44,8 @@ log = logging.getLogger(__name__)
 
 class Write(NamedTuple):
     iccid: str | None
-    state: SimState | None
-    """The SIM's new state, or None: only outputs (dead letters, no change)."""
+    state: Stored | PoolStored | None
+    """The SIM's (or pool's) new state, or None: only outputs (dead letters, no change)."""
     outputs: list[Output]
     source: Source
     """The input it came from; its partition is the changelog partition."""
@@ -71,8 +70,8 @@ class Writer:
         table: Any,
         topic_names: Mapping[str, str],
         observe: Callable[[str, dict[str, Any]], None],
-        stored: Callable[[int, Summary | None, SimState], None],
-        encode: Callable[[SimState], list[Entry]] = codec.sim_entries,
+        stored: Callable[[int, Summary | None, Stored | PoolStored], None],
+        encode: Callable[[Stored | PoolStored], list[Entry]] = codec.entries_of,
     ) -> None:
         self.app = app
         self.table = table
@@ -104,7 +103,7 @@ class Writer:
                 entries: list[Entry] = []
                 state = write.state
                 if state is not None and write.iccid is not None:
-                    state.partition = write.source.partition
+                    codec.place(state, write.source.partition)
                     entries = encode(state)
                 batches: list[Batch] = []
                 if write.outputs:

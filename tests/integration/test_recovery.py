@@ -60,8 +60,9 @@ def sim_entries(n: int, now: datetime, policy: Policy, quota: int) -> list[tuple
         "updated_at": "2026-03-01T00:00:00+08:00",
     }
     apply_input(state, validate("subscriptions", orjson.loads(orjson.dumps(subscription))), now, policy)
-    state.partition = partition_of(iccid(n))
-    return codec.sim_entries(state)
+    stored = codec.stored_of(state, policy)
+    codec.place(stored, partition_of(iccid(n)))
+    return codec.sim_entries(stored)
 
 
 def partition_of(key: str) -> int:

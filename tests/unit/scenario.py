@@ -25,7 +25,7 @@ def t(text: str) -> datetime:
 
 def subscription_msg(
     iccid: str = ICCID,
-    quota: int = 10 * GB,
+    quota: int | None = 10 * GB,
     auto_suspend: bool = True,
     updated_at: str = "2026-03-01T00:00:00+08:00",
     **extra: Any,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stream_app.domain import Policy, Step, apply_usage, new_state, usage_record
+from stream_app.domain import Policy, SimState, Step, apply_usage, new_state, usage_record
 
 from .scenario import (
     GB,
@@ -497,10 +497,16 @@ def test_r16_reprocessing_a_record_on_the_stored_state_gives_the_same_output_ids
     now = t("2026-03-10T01:00:00Z")
     state = new_state(ICCID, now, policy)
     apply_subscription(state, subscription(subscription_msg(quota=GB)), now, policy)
-    stored = codec.encode_state(state)
+    table = dict(codec.sim_entries(codec.stored_of(state, policy)))
+
+    def stored() -> SimState:
+        loaded = codec.load_sim(ICCID, table.get, policy)
+        assert loaded is not None
+        return loaded.state()
+
     record = usage_record(usage_msg("2026-03-10T08:00:00+08:00", 2 * GB))
-    first = apply_usage(codec.decode_state(stored), record, now, policy)
-    again = apply_usage(codec.decode_state(stored), record, t("2026-03-10T01:00:05Z"), policy)
+    first = apply_usage(stored(), record, now, policy)
+    again = apply_usage(stored(), record, t("2026-03-10T01:00:05Z"), policy)
 
     def ids(step: Step) -> list[str]:
         return [

@@ -30,6 +30,7 @@ from jsonschema import Draft202012Validator
 
 from stream_app import topics
 from stream_app.domain import InvalidInput, subscription, usage_record
+from stream_app.domain.outputs import derive_id
 from stream_app.settings import Settings
 from stream_app.tools.replay import replay_lines
 
@@ -42,6 +43,9 @@ SCHEMA_OF_TOPIC = {
     topics.SUBSCRIPTIONS: "subscription",
     topics.BILLING: "balance",
     topics.REQUESTS: "request",
+    topics.COMMAND_RESULTS: "command_result",
+    topics.INVENTORY: "carrier_status",
+    topics.POOLS: "pool",
     topics.COMMANDS: "command",
     topics.ALERTS: "alert",
     topics.CHARGES: "charge",
@@ -140,6 +144,18 @@ def test_every_known_time_zone_matches_the_timezone_pattern() -> None:
 
 RENEWED = "89860012345678900001"  # expires, is renewed within the grace period
 LAPSED = "89860012345678900002"  # expires, is cancelled after the grace period, starts a new life
+SLOWED = "89860012345678900003"  # on_quota throttle: slowed at the quota, an add-on lifts it
+TOPPED = "89860012345678900004"  # suspended at the quota, an add-on pack restores it
+ACKED = "89860012345678900005"  # its suspend is applied at the first send
+REFUSED = "89860012345678900006"  # its suspend fails, is sent again, then rejected
+SILENT = "89860012345678900007"  # its suspend never gets a result: sent until it fails
+DRIFTED = "89860012345678900008"  # active, the carrier says suspended: reconciled
+GONE = "89860012345678900009"  # the carrier says cancelled: an alert, never re-activated
+LOOSE = "89860012345678900010"  # throttled, the carrier says not: throttled again
+MEMBER_1 = "89860012345678900011"  # in pool fleet-1, which runs out
+MEMBER_2 = "89860012345678900012"  # in fleet-1 too; leaves it
+LATECOMER = "89860012345678900013"  # joins fleet-1 while it is exhausted
+STRAY = "89860012345678900014"  # draws from pool ghost, never defined
 
 
 def _line(topic: str, value: object) -> bytes:
@@ -308,19 +324,210 @@ def _expiry_renewal_cancel_and_new_life(s: _Script) -> None:
     )
 
 
+def _addons_and_throttling(s: _Script) -> None:
+    """September: a SIM throttled at its quota, lifted by an add-on pack, throttled again
+    and freed at the month start; a suspended SIM restored by a pack (R22, R23)."""
+    slowed = {
+        **_subscription(SLOWED, "2026-09-06T00:00:00+08:00", None),
+        "on_quota": "throttle",
+        "throttle_kbps": 128,
+    }
+    pack = {"addon_id": "pack-1", "month": "2026-09", "bytes": 500 * MB}
+    s.add("sim.subscriptions", slowed)
+    s.add(
+        "sim.usage",
+        _usage("s-1", SLOWED, "2026-09-06T10:00:00+08:00", "2026-09-06T10:30:00+08:00", 1100 * MB),
+    )
+    s.add("sim.subscriptions", {**slowed, "updated_at": "2026-09-07T00:00:00+08:00", "addons": [pack]})
+    s.add(
+        "sim.usage", _usage("s-2", SLOWED, "2026-09-08T10:00:00+08:00", "2026-09-08T10:30:00+08:00", 500 * MB)
+    )
+    topped = {**_subscription(TOPPED, "2026-09-06T00:00:00+08:00", None), "auto_suspend": True}
+    s.add("sim.subscriptions", topped)
+    s.add(
+        "sim.usage",
+        _usage("t-1", TOPPED, "2026-09-06T11:00:00+08:00", "2026-09-06T11:30:00+08:00", 1200 * MB),
+    )
+    again = {**topped, "addons": [{**pack, "addon_id": "pack-9", "bytes": GB}]}
+    s.add("sim.subscriptions", {**again, "updated_at": "2026-09-07T00:00:00+08:00"})
+    s.add("sim.subscriptions", {**again, "updated_at": "2026-09-08T00:00:00+08:00"})  # counted once
+    s.tick("2026-10-01T00:00:30+08:00")  # SLOWED: the month start ends the throttling
+
+
+def _pools(s: _Script) -> None:
+    """October: a pool runs out and stops its members, a latecomer is stopped at once, a
+    member leaves, a pack lifts the pool, the month start restores; a pool nobody
+    defined (R17-R21)."""
+    fleet = {
+        "pool_id": "fleet-1",
+        "quota_bytes": 2 * GB,
+        "auto_suspend": True,
+        "updated_at": "2026-10-02T00:00:00+08:00",
+    }
+    s.add("sim.pools", fleet)
+    for iccid in (MEMBER_1, MEMBER_2):
+        member = {
+            **_subscription(iccid, "2026-10-02T00:00:01+08:00", None),
+            "pool_id": "fleet-1",
+            "quota_bytes": None,
+        }
+        s.add("sim.subscriptions", member)
+    s.add("sim.usage", _usage("m-1", MEMBER_1, "2026-10-03T08:00:00+08:00", "2026-10-03T08:30:00+08:00", GB))
+    s.add("sim.usage", _usage("m-2", MEMBER_2, "2026-10-03T09:00:00+08:00", "2026-10-03T09:30:00+08:00", GB))
+    late = {
+        **_subscription(LATECOMER, "2026-10-04T00:00:00+08:00", None),
+        "pool_id": "fleet-1",
+        "quota_bytes": None,
+    }
+    s.add("sim.subscriptions", late)
+    s.add(
+        "sim.subscriptions",
+        {**_subscription(MEMBER_2, "2026-10-05T00:00:00+08:00", None), "quota_bytes": 5 * GB},
+    )
+    pack = {"addon_id": "pool-pack", "month": "2026-10", "bytes": GB}
+    s.add("sim.pools", {**fleet, "updated_at": "2026-10-06T00:00:00+08:00", "addons": [pack]})
+    s.add("sim.usage", _usage("m-3", MEMBER_1, "2026-10-07T08:00:00+08:00", "2026-10-07T08:30:00+08:00", GB))
+    stray = {
+        **_subscription(STRAY, "2026-10-02T00:00:01+08:00", None),
+        "pool_id": "ghost",
+        "quota_bytes": None,
+    }
+    s.add("sim.subscriptions", stray)
+    s.add("sim.usage", _usage("g-1", STRAY, "2026-10-03T08:00:00+08:00", "2026-10-03T08:30:00+08:00", MB))
+    s.add(
+        "sim.pools",
+        {"pool_id": "bad pool", "quota_bytes": GB, "updated_at": "2026-10-08T00:00:00+08:00"},
+        False,
+    )
+    s.tick("2026-11-01T00:00:30+08:00")
+
+
+def _command_id(iccid: str, record_id: str, month: str = "2026-03") -> str:
+    return derive_id("command", iccid, "suspend", "quota", "usage", record_id, month)
+
+
+def _result(
+    result_id: str, iccid: str, command_id: str, outcome: str, at: str, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "result_id": result_id,
+        "command_id": command_id,
+        "iccid": iccid,
+        "outcome": outcome,
+        "at": at,
+        **extra,
+    }
+
+
+def _results_and_drift(s: _Script) -> None:
+    """March, acknowledgement tracking on (10 minutes, 3 sends): a suspend applied, one
+    failed then rejected, one never answered, drift repaired and alerted (R24-R26)."""
+    for iccid in (ACKED, REFUSED, SILENT, DRIFTED, GONE):
+        s.add(
+            "sim.subscriptions",
+            {**_subscription(iccid, "2026-03-02T00:00:00+08:00", None), "auto_suspend": True},
+        )
+    loose = {
+        **_subscription(LOOSE, "2026-03-02T00:00:00+08:00", None),
+        "on_quota": "throttle",
+        "throttle_kbps": 64,
+    }
+    s.add("sim.subscriptions", loose)
+    for iccid in (ACKED, REFUSED, SILENT, LOOSE):
+        s.add(
+            "sim.usage",
+            _usage(f"{iccid}-1", iccid, "2026-03-03T08:00:00+08:00", "2026-03-03T08:30:00+08:00", 2 * GB),
+        )
+    s.add(
+        "sim.command-results",
+        _result(
+            "res-1",
+            ACKED,
+            _command_id(ACKED, f"{ACKED}-1"),
+            "applied",
+            "2026-03-03T08:31:00+08:00",
+            carrier_status="suspended",
+        ),
+    )
+    s.add(
+        "sim.command-results",
+        _result(
+            "res-2",
+            REFUSED,
+            _command_id(REFUSED, f"{REFUSED}-1"),
+            "failed",
+            "2026-03-03T08:31:00+08:00",
+            detail="busy",
+        ),
+    )
+    s.tick("2026-03-03T08:35:00+08:00")  # REFUSED sent again (attempt 2) after a minute
+    s.add(
+        "sim.command-results",
+        _result(
+            "res-3",
+            REFUSED,
+            _command_id(REFUSED, f"{REFUSED}-1"),
+            "rejected",
+            "2026-03-03T08:36:00+08:00",
+            detail="no such card",
+        ),
+    )
+    s.add(
+        "sim.command-results",
+        _result("res-4", ACKED, "not-a-command-of-ours", "applied", "2026-03-03T08:37:00+08:00"),
+    )
+    s.add(
+        "sim.inventory",
+        {"event_id": "inv-1", "iccid": DRIFTED, "status": "suspended", "at": "2026-03-03T09:00:00+08:00"},
+    )
+    s.add(
+        "sim.inventory",
+        {"event_id": "inv-2", "iccid": GONE, "status": "cancelled", "at": "2026-03-03T09:00:00+08:00"},
+    )
+    throttle_id = derive_id("command", LOOSE, "throttle", "quota", "usage", f"{LOOSE}-1", "2026-03")
+    s.add("sim.command-results", _result("res-5", LOOSE, throttle_id, "applied", "2026-03-03T08:32:00+08:00"))
+    s.add(
+        "sim.inventory",
+        {
+            "event_id": "inv-3",
+            "iccid": LOOSE,
+            "status": "active",
+            "throttled": False,
+            "at": "2026-03-03T10:00:00+08:00",
+        },
+    )
+    s.tick("2026-03-03T12:00:00+08:00")  # SILENT: three sends without a result, then command_failed
+
+
 def _scenario() -> tuple[list[bytes], list[tuple[str, dict[str, Any], bool]]]:
     """Replay lines, and the messages in them with their topic's schema and validity."""
     script = _Script()
     _quota_and_bad_input(script)
     _arrears_manual_and_quota_raised(script)
     _expiry_renewal_cancel_and_new_life(script)
+    _addons_and_throttling(script)
+    _pools(script)
+    return script.lines, script.messages
+
+
+TRACKING = {"STREAM_APP_COMMAND_ACK_TIMEOUT": "10m", "STREAM_APP_COMMAND_MAX_ATTEMPTS": "3"}
+
+
+def _tracked_scenario() -> tuple[list[bytes], list[tuple[str, dict[str, Any], bool]]]:
+    """Replay lines run with acknowledgement tracking on."""
+    script = _Script()
+    _results_and_drift(script)
     return script.lines, script.messages
 
 
 @cache
 def _replay_cached() -> tuple[bytes, ...]:
     lines, _ = _scenario()
-    return tuple(replay_lines(Settings.from_env({}), lines))
+    tracked, _ = _tracked_scenario()
+    return (
+        *replay_lines(Settings.from_env({}), lines),
+        *replay_lines(Settings.from_env(TRACKING), tracked),
+    )
 
 
 def _replay() -> list[dict[str, Any]]:
@@ -338,7 +545,8 @@ def _values(outputs: list[dict[str, Any]], topic: str, **match: Any) -> list[dic
 
 def test_scenario_inputs_match_their_schemas_as_intended() -> None:
     _, messages = _scenario()
-    for name, message, valid in messages:
+    _, tracked = _tracked_scenario()
+    for name, message, valid in messages + tracked:
         assert schema_accepts(name, message) is valid, (name, message, errors(name, message))
 
 
@@ -351,8 +559,10 @@ def test_every_replay_output_matches_the_schema_of_its_topic() -> None:
         assert set(output) == {"topic", "key", "value"}
         name = schema_of_name[output["topic"]]  # KeyError: an output on a topic with no schema
         assert errors(name, output["value"]) == [], output
-        if name != "deadletter":
-            assert output["key"] == output["value"]["iccid"]  # every topic is keyed by ICCID
+        if output["value"].get("iccid") is None and "pool_id" in output["value"]:
+            assert output["key"] == output["value"]["pool_id"]  # a pool's alerts: by pool id
+        elif name != "deadletter":
+            assert output["key"] == output["value"]["iccid"]  # every other output by ICCID
 
 
 # Every (action, reason, trigger) the engine can emit: R4-R7, R10, R11, R13.
@@ -367,6 +577,15 @@ EXPECTED_COMMANDS = {
     ("cancel", "expiry", "grace_elapsed"),
     ("suspend", "manual", "request"),
     ("restore", "manual", "request"),
+    ("throttle", "quota", "usage"),
+    ("unthrottle", "quota", "quota_raised"),
+    ("unthrottle", "quota", "month_start"),
+    ("restore", None, "reconcile"),
+    ("throttle", "quota", "reconcile"),
+    ("suspend", "pool", "pool_exhausted"),
+    ("restore", "pool", "pool_left"),
+    ("restore", "pool", "quota_raised"),
+    ("restore", "pool", "month_start"),
 }
 
 
@@ -379,12 +598,14 @@ def test_the_replay_covers_every_output_kind_the_engine_emits() -> None:
         schema("command")["properties"]["action"]["enum"]
     )
     kinds = {a["kind"] for a in _values(outputs, "sim.alerts")}
-    assert kinds == set(schema("alert")["properties"]["kind"]["enum"])  # the kinds of DESIGN.md
+    assert kinds == set(schema("alert")["properties"]["kind"]["enum"])  # the kinds of docs/rules.md
     reasons = schema("audit")["$defs"]["reason"]["enum"]
     assert {(a["change"], a["reason"]) for a in _values(outputs, "sim.audit")} == {
         *((change, reason) for change in ("reason_added", "reason_cleared") for reason in reasons),
         ("cancelled", "expiry"),
         ("new_life", "expiry"),
+        ("throttled", "quota"),
+        ("unthrottled", "quota"),
     }
     assert {a["change"] for a in _values(outputs, "sim.audit")} == set(
         schema("audit")["properties"]["change"]["enum"]
@@ -597,7 +818,10 @@ REQUIRED = {
     "usage": ["record_id", "iccid", "carrier", "start", "end", "bytes_up", "bytes_down"],
     "subscription": ["iccid", "plan_id", "quota_bytes", "valid_from", "updated_at"],
 }
-OPTIONAL = {"usage": [], "subscription": ["expires_at", "auto_suspend", "warn_at", "timezone"]}
+OPTIONAL = {
+    "usage": [],
+    "subscription": ["expires_at", "auto_suspend", "warn_at", "timezone", "pool_id", "on_quota", "addons"],
+}
 
 _DROP = object()
 
@@ -703,6 +927,40 @@ def _cases() -> Iterator[tuple[str, str, dict[str, Any]]]:
         yield sub, f"good_timezone_{i}", _with(sub, timezone=value)
     for i, value in enumerate([8, "", "/etc/localtime", "../zoneinfo/UTC", "Asia/Shanghai ", ["UTC"]]):
         yield sub, f"bad_timezone_{i}", _with(sub, timezone=value)
+    # pools, add-ons and throttling (R22, R23)
+    for i, value in enumerate(["fleet-1", "a", "A.b_c:d-9", "x" * 64]):
+        yield sub, f"good_pool_id_{i}", _with(sub, pool_id=value)
+        yield sub, f"pooled_no_cap_{i}", _with(sub, pool_id=value, quota_bytes=None)
+    for i, value in enumerate(["", "x" * 65, "fleet 1", "池", 7, ["p"]]):
+        yield sub, f"bad_pool_id_{i}", _with(sub, pool_id=value)
+    yield sub, "no_cap_without_pool", _with(sub, quota_bytes=None)
+    for i, value in enumerate(["suspend", "notify"]):
+        yield sub, f"good_on_quota_{i}", _with(sub, on_quota=value)
+    yield sub, "throttle", _with(sub, on_quota="throttle", throttle_kbps=128)
+    yield sub, "throttle_kbps_alone", _with(sub, throttle_kbps=64)
+    for i, value in enumerate([None, 0, -1, 1.5, "128", True]):
+        yield sub, f"bad_throttle_kbps_{i}", _with(sub, on_quota="throttle", throttle_kbps=value)
+    for i, value in enumerate(["Throttle", "stop", "", 1, True]):
+        yield sub, f"bad_on_quota_{i}", _with(sub, on_quota=value)
+    pack = {"addon_id": "pack-1", "month": "2026-03", "bytes": GB}
+    for i, value in enumerate([[], [pack], [pack, pack], [{**pack, "bytes": 0}], [{**pack, "note": "x"}]]):
+        yield sub, f"good_addons_{i}", _with(sub, addons=value)
+    bad_packs: list[Any] = [
+        {**pack, "month": "2026-3"},
+        {**pack, "month": "2026-13"},
+        {**pack, "month": "March"},
+        {**pack, "bytes": -1},
+        {**pack, "bytes": 1.5},
+        {**pack, "addon_id": ""},
+        {k: v for k, v in pack.items() if k != "month"},
+        {k: v for k, v in pack.items() if k != "bytes"},
+        {k: v for k, v in pack.items() if k != "addon_id"},
+        "pack-1",
+        None,
+    ]
+    for i, value in enumerate(bad_packs):
+        yield sub, f"bad_addons_{i}", _with(sub, addons=[value])
+    yield sub, "addons_not_a_list", _with(sub, addons=pack)
 
 
 # Cases where the validator was once more lenient or stricter than the schemas; kept as
@@ -837,16 +1095,33 @@ _FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {
         st.sampled_from(["UTC", "Asia/Shanghai", "Europe/Berlin", "", "/etc/localtime", "Asia/", 8]),
         _json_scalars,
     ),
+    "pool_id": st.one_of(st.none(), st.sampled_from(["p-1", "", "x" * 65, "a b"]), _json_scalars),
+    "on_quota": st.one_of(st.sampled_from(["suspend", "throttle", "notify", None, "stop"]), _json_scalars),
+    "throttle_kbps": st.one_of(st.sampled_from([None, 1, 128, 0, -5, 1.5, "64"]), _json_scalars),
+    "addons": st.one_of(
+        st.none(),
+        st.lists(
+            st.fixed_dictionaries(
+                {
+                    "addon_id": _strings,
+                    "month": st.sampled_from(["2026-03", "2026-3", "", 7]),
+                    "bytes": _counts,
+                }
+            ),
+            max_size=3,
+        ),
+        _json_scalars,
+    ),
 }
 
 
 @st.composite
 def _mutated(draw: st.DrawFn, kind: str) -> dict[str, Any]:
     message = copy.deepcopy(BASE[kind])
-    for name in REQUIRED[kind] + OPTIONAL[kind]:
+    for name in REQUIRED[kind] + OPTIONAL[kind] + (["throttle_kbps"] if kind == "subscription" else []):
         action = draw(st.sampled_from(["keep", "keep", "keep", "keep", "drop", "draw", "draw", "any"]))
         if action == "drop":
-            del message[name]
+            message.pop(name, None)
         elif action == "draw":
             message[name] = draw(_FIELD_VALUES[name])
         elif action == "any":
@@ -863,3 +1138,9 @@ def test_property_validator_and_schema_agree(kind: str, data: st.DataObject) -> 
     verdict = code_verdict(kind, message)
     assume(verdict is not None)
     assert schema_accepts(kind, message) is verdict, (message, errors(kind, message))
+
+
+def test_the_metrics_know_every_alert_kind() -> None:
+    from stream_app.worker.metrics import ALERT_KINDS
+
+    assert set(ALERT_KINDS) == set(schema("alert")["properties"]["kind"]["enum"])

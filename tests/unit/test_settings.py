@@ -76,13 +76,13 @@ def test_every_variable_is_documented_once() -> None:
     assert all(v.help for v in VARIABLES)
 
 
-def test_the_readme_configuration_table_lists_every_variable_with_its_default() -> None:
+def test_the_operations_configuration_table_lists_every_variable_with_its_default() -> None:
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    operations = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
     for variable in VARIABLES:
         default = f" `{variable.default}` " if variable.default else " "
-        assert f"| `{variable.name}` |{default}|" in readme, variable.name
+        assert f"| `{variable.name}` |{default}|" in operations, variable.name
 
 
 def test_the_api_token_is_a_secret_never_echoed() -> None:
@@ -122,3 +122,66 @@ def test_kafka_security_settings_become_client_options_and_hide_the_password() -
         "bootstrap_servers": "127.0.0.1:9092",
         "security_protocol": "PLAINTEXT",
     }
+
+
+def test_unset_bootstrap_servers_follow_the_local_broker_s_port() -> None:
+    assert Settings.from_env({}).bootstrap_servers == "127.0.0.1:9092"
+    assert Settings.from_env({"STREAM_APP_KAFKA_PORT": "19092"}).bootstrap_servers == "127.0.0.1:19092"
+    given = {"STREAM_APP_KAFKA_PORT": "19092", "KAFKA_BOOTSTRAP_SERVERS": "kafka-1:9092,kafka-2:9092"}
+    assert Settings.from_env(given).bootstrap_servers == "kafka-1:9092,kafka-2:9092"
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"STREAM_APP_KAFKA_PORT": "ninety", "STREAM_APP_BROKER_LOST_AFTER": "0s"})
+    problems = "\n".join(caught.value.problems)
+    assert "STREAM_APP_KAFKA_PORT='ninety'" in problems
+    assert "STREAM_APP_BROKER_LOST_AFTER='0s'" in problems
+
+
+def test_readiness_gives_up_on_the_broker_after_a_setting() -> None:
+    assert Settings.from_env({}).broker_lost_after == timedelta(seconds=30)
+    assert Settings.from_env({"STREAM_APP_BROKER_LOST_AFTER": "5s"}).broker_lost_after == timedelta(seconds=5)
+
+
+def test_a_misspelled_setting_stops_the_start_with_the_closest_real_name() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(
+            {"STREAM_APP_PARTITONS": "4", "STREAM_APP_TOPIC_USGAE": "cdr", "STREAM_APP_FOO": "1"}
+        )
+    assert caught.value.problems == [
+        "STREAM_APP_FOO=1: unknown setting; `stream-app settings` lists them all; "
+        "Faust's own take the prefix STREAM_APP_FAUST_",
+        "STREAM_APP_PARTITONS=4: unknown setting; did you mean STREAM_APP_PARTITIONS?",
+        "STREAM_APP_TOPIC_USGAE=cdr: unknown setting; did you mean STREAM_APP_TOPIC_USAGE?",
+    ]
+
+
+def test_a_misspelled_secret_is_named_but_its_value_never_shown() -> None:
+    token = "s3cret-token-0123456789"
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"STREAM_APP_API_TOKN": token, "STREAM_APP_KAFKA_SASL_PASWORD": token})
+    assert token not in str(caught.value)
+    assert "STREAM_APP_API_TOKN=<secret>: unknown setting; did you mean STREAM_APP_API_TOKEN?" in str(
+        caught.value
+    )
+    assert "did you mean STREAM_APP_KAFKA_SASL_PASSWORD?" in str(caught.value)
+
+
+def test_faust_local_broker_and_kubernetes_variables_are_not_unknown() -> None:
+    Settings.from_env(
+        {
+            "STREAM_APP_FAUST_BROKER_SESSION_TIMEOUT": "10",
+            "STREAM_APP_KAFKA_PORT": "19092",
+            "STREAM_APP_KAFKA_CONTROLLER_PORT": "19093",
+            "STREAM_APP_KAFKA_HOME": "/tmp/kafka",
+            # what Kubernetes service links inject for Services named stream-app*
+            "STREAM_APP_SERVICE_HOST": "10.0.0.7",
+            "STREAM_APP_SERVICE_PORT": "6066",
+            "STREAM_APP_SERVICE_PORT_HTTP": "6066",
+            "STREAM_APP_PORT": "tcp://10.0.0.7:6066",
+            "STREAM_APP_PORT_6066_TCP": "tcp://10.0.0.7:6066",
+            "STREAM_APP_PORT_6066_TCP_ADDR": "10.0.0.7",
+            "STREAM_APP_HEADLESS_PORT": "tcp://10.0.0.8:6066",
+            "OTHER_APP_PARTITONS": "4",
+        }
+    )
+    with pytest.raises(SettingsError):  # a port that is no service link is a typo
+        Settings.from_env({"STREAM_APP_WEBB_PORT": "6067"})

@@ -36,7 +36,7 @@ How the ground truth stays exact while kills and restarts land at random moments
 
 * "Processed and committed everything" is the consumer group's committed offsets
   reaching the end of the topic. Faust sometimes stops committing a partition after a
-  restart or rebalance (README, Reliability); after ``stall_after`` seconds without
+  restart or rebalance (docs/reliability.md); after ``stall_after`` seconds without
   progress the harness keeps the evidence and restarts the workers, as an operator
   would, at most twice per wait; the stalls are counted in the scenario's line.
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from stream_app.tools.interrupt import cancel_on_signals
 from stream_app.tools.localbroker import LocalBroker, free_port
 
 from .. import chaos as package
@@ -49,10 +50,18 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
     return [known[name] for name in chosen]
 
 
+# Every broker started, for main() to stop after the event loop is gone too: one whose
+# start (on a thread) outlived an interruption writes its pid only then.
+BROKERS: list[LocalBroker] = []
+
+
 async def run(args: argparse.Namespace) -> int:
+    task = asyncio.current_task()
+    assert task is not None
+    cancel_on_signals(task)  # Ctrl-C, `timeout`, kill: the finally blocks stop workers and brokers
     workdir = Path(tempfile.mkdtemp(prefix="stream-app-chaos-"))
     jars = LocalBroker(home=ROOT / ".kafka").ensure_jars()
-    brokers: list[LocalBroker] = []
+    brokers = BROKERS
     shared = args.bootstrap
 
     async def new_broker(name: str) -> tuple[LocalBroker, str]:
@@ -109,12 +118,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bootstrap", default=None, help="an existing broker (default: start one)")
     parser.add_argument("--keep", action="store_true", help="keep worker logs and data")
     parser.add_argument(
-        "--race-join", action="store_true", help="failover: reproduce the Faust input loss (README)"
+        "--race-join",
+        action="store_true",
+        help="failover: reproduce the Faust input loss (docs/reliability.md)",
     )
     args = parser.parse_args(argv)
     # The harness's own clients complain through every broker restart; the workers' logs keep theirs.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    return asyncio.run(run(args))
+    try:
+        return asyncio.run(run(args))
+    except asyncio.CancelledError:
+        print("chaos: interrupted; its workers and brokers are stopped", file=sys.stderr, flush=True)
+        return 130
+    finally:
+        for broker in BROKERS:
+            broker.stop()
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ class Slot:
     def ready(self) -> bool:
         """Started, owning partitions, recovered and not rebalancing (/readyz), not merely
         past its first "Ready": input produced during a rebalance's recovery is where
-        Faust loses messages (README, Reliability), and the harness must not be the cause."""
+        Faust loses messages (docs/reliability.md), and the harness must not be the cause."""
         if self.worker is None or not self.worker.alive() or not self.worker.is_ready():
             return False
         if self.get("/readyz", timeout=2) is None:

@@ -51,7 +51,7 @@ class Scenario:
     own_broker: bool = False
     """Start a broker of its own (required when it is restarted)."""
     race_join: bool = False
-    """Reproduce the Faust input loss (README, Reliability): the second worker joins just
+    """Reproduce the Faust input loss (docs/reliability.md): the second worker joins just
     as the first usage is produced, so a rebalance meets partitions with no committed
     offset while their first messages are being fetched. Otherwise nothing is produced
     until every worker is ready and the group has settled."""
@@ -133,7 +133,7 @@ async def wait_committed(
             return ""
         stuck = over and time.monotonic() - progress_at > scenario.stall_after
         if stuck and stalls < MAX_STALL_RESTARTS:
-            # The Faust commit stall after a restart or rebalance (README, Reliability):
+            # The Faust commit stall after a restart or rebalance (docs/reliability.md):
             # keep the evidence, then restart the workers as an operator would; a stall
             # that survives the restarts is reported as one.
             stalls += 1

@@ -18,6 +18,7 @@ import orjson
 
 from stream_app import codec
 from stream_app.domain import SimState
+from stream_app.domain.memory import IdMemory, id_hash
 from stream_app.settings import Settings
 
 from .crew import Crew, Stats
@@ -101,11 +102,11 @@ def logical(command: dict[str, Any]) -> CommandKey:
 def uncounted(fleet: Fleet, states: dict[str, SimState], iccid: str, month: str) -> list[str]:
     """Where the records a SIM-month misses were on the usage topic: the evidence of a loss."""
     state = states.get(iccid)
-    seen = state.seen if state is not None else {}
+    ids = state.ids if state is not None else IdMemory()
     missing = {
         u.record_id: fleet.placed.get((u.iccid, u.record_id), [])
         for u in [*fleet.before, *fleet.after]
-        if u.iccid == iccid and u.month == month and u.record_id not in seen
+        if u.iccid == iccid and u.month == month and id_hash(u.record_id) not in ids
     }
     return [
         f"  never counted: {record_id} at usage (partition, offset) {where}"
@@ -168,7 +169,7 @@ async def read_outcome(
         for key, value in await reader.catch_up(timeout=300):
             if key is not None:
                 latest[key] = value
-    states = {key.decode(): codec.decode_state(value) for key, value in latest.items() if value is not None}
+    states = codec.states_of({k: v for k, v in latest.items() if v is not None}, settings.policy())
     return states, commands
 
 
