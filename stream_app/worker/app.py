@@ -43,6 +43,7 @@ from ..domain.pools import PoolState, pool_from_dict, pool_tick
 from ..ops.web import install_views
 from ..pipeline import Decision, Source, decide_tick
 from ..settings import Settings
+from ..simindex import SimIndex
 from ..topics import (
     ALERTS,
     CHARGES,
@@ -471,6 +472,19 @@ class Worker:
                 metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(end - (done or 0), 0))
         metrics.owned_partitions.set(owned)
         metrics.stuck_partitions.set(len(self.ledger.stuck()))
+
+    async def indexes(self) -> dict[int, SimIndex] | None:
+        """Each owned partition's index of SIMs (GET /sims); None while not ready."""
+        if not self.ready():
+            return None
+        ticks = self.ticks.get_topic_name()
+        owned = sorted(tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == ticks)
+        if any(p not in self.books.partitions for p in owned):
+            async with self._state_lock:  # as a tick builds them: no write while the table is read
+                for partition in owned:
+                    await self.book(partition)
+        # a rebalance meanwhile cleared them: those partitions go unanswered
+        return {p: self.books.partitions[p].index for p in owned if p in self.books.partitions}
 
     def roster(self, pool_id: str) -> set[str] | None:
         for book in self.books.partitions.values():

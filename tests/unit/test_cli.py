@@ -72,7 +72,19 @@ def test_bad_settings_are_all_reported_and_exit_2() -> None:
     assert b"STREAM_APP_PARTITIONS" in result.stderr and b"STREAM_APP_TIMEZONE" in result.stderr
 
 
-COMMANDS = ("worker", "demo", "replay", "feed", "sim", "audit", "deadletters", "settings", "topics", "broker")
+COMMANDS = (
+    "worker",
+    "demo",
+    "replay",
+    "feed",
+    "sim",
+    "sims",
+    "audit",
+    "deadletters",
+    "settings",
+    "topics",
+    "broker",
+)
 
 
 def test_every_command_says_what_it_does_its_formats_and_an_example() -> None:
