@@ -80,7 +80,7 @@ async def test_either_worker_lists_the_whole_groups_suspended_sims_paged_and_a_d
     out = await outputs_for(kafka, settings)
     try:
         for sim in over_quota + in_arrears + active:
-            extra = {"pool_id": "fleet-it"} if sim in pooled else {}
+            extra: dict[str, Any] = {"pool_id": "fleet-it"} if sim in pooled else {}
             await send(producer, settings, "subscriptions", subscription(sim, 1000, **extra))
         await until(
             lambda: all(get(first.settings.web_port, f"/sims/{s}", BEARER)[1].get("plan") for s in in_arrears),
