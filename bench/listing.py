@@ -81,8 +81,9 @@ def kind_of(n: int) -> str:
 
 
 def pool_of(n: int) -> str | None:
-    """A fifth of the fleet in 200 pools of 1,000."""
-    return f"pool-{n % 1000 // 5}" if n % 5 == 0 else None
+    """A fifth of the fleet, of every kind, in 200 pools of about 1,000 (per million)."""
+    spread = n * 7919 % 1_000_003
+    return f"pool-{spread // 5 % POOLS}" if spread % 5 == 0 else None
 
 
 def templates(policy: Policy) -> dict[str, SimState]:
@@ -427,7 +428,7 @@ async def main() -> None:  # noqa: PLR0915 - one linear script, read top to bott
             "suspended_mid_page": f"/sims?status=suspended&limit=100&after={iccid(args.sims // 2)}",
             "quota_page": "/sims?status=suspended&reason=quota&limit=100",
             "pool_page": "/sims?pool=pool-7&limit=100",
-            "pool_manual_page": "/sims?pool=pool-9&reason=manual&limit=100",
+            "pool_manual_page": "/sims?pool=pool-7&reason=manual&limit=100",
             "active_page": "/sims?status=active&limit=100",
             "throttled_page": "/sims?throttled=true&limit=100",
             "not_throttled_page": "/sims?throttled=false&status=active&limit=100",

@@ -229,15 +229,24 @@ class Card:
     pool_id: str | None = None
 
 
-_REASONS = tuple(REASON_BITS.items())
+_REASON_SETS = tuple(
+    frozenset(name for name, bit in REASON_BITS.items() if mask & bit)
+    for mask in range(2 ** len(REASON_BITS))
+)
+"""Every set of reasons, by its bits: a card is read for each SIM a book or listing sees."""
+_PENDING_MASK = sum(PENDING_BITS.values())
+_PENDING_SETS = {
+    mask: frozenset(name for name, bit in PENDING_BITS.items() if mask & bit)
+    for mask in range(_PENDING_MASK + 1)
+}
 
 
 def _reasons(mask: int) -> frozenset[str]:
-    return frozenset(name for name, bit in _REASONS if mask & bit)
+    return _REASON_SETS[mask]
 
 
 def _pending(flags: int) -> frozenset[str]:
-    return frozenset(name for name, bit in PENDING_BITS.items() if flags & bit)
+    return _PENDING_SETS[flags & _PENDING_MASK]
 
 
 def read_card(iccid: str, raw: bytes, policy: Policy) -> Card:

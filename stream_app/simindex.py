@@ -22,6 +22,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, TypeVar
 
 from sortedcontainers import SortedList
@@ -110,7 +111,10 @@ class SimIndex:
             rest = [group for group in want.groups if group is not source]
         else:
             source, rest = frozenset(EVERY_SIM), []
-        found: list[str] = []
+        if not rest and not want.none_of:  # every SIM walked matches
+            found = list(islice(self._walk(source, after), limit))
+            return found, found[-1] if len(found) == limit else None
+        found = []
         for looked, iccid in enumerate(self._walk(source, after), 1):
             if all(any(self._has(k, iccid) for k in group) for group in rest) and not any(
                 self._has(k, iccid) for k in want.none_of

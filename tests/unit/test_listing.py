@@ -83,7 +83,7 @@ class Worker:
             cards[n // 3].append(codec.read_card(state.iccid, card_entry[1], self.policy))
         for partition, built in cards.items():
             self.books.build(partition, built)
-        self.table = SimpleNamespace(name="sims", get=entries.get)
+        self.table = SimpleNamespace(name="sims", data=entries)
         self.app = SimpleNamespace(
             conf=SimpleNamespace(canonical_url=URL(OWN)),
             router=SimpleNamespace(
