@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import NamedTuple
 
 from ..codec import Card, PoolStored, Stored
@@ -35,7 +36,9 @@ def summary(state: Hot | Card) -> Summary:
     return Summary(state.status, state.reasons, state.throttled, state.pending, state.pool_id)
 
 
+@lru_cache(maxsize=16_384)
 def index_keys(item: Summary) -> frozenset[str]:
+    """Cached: a fleet has few distinct summaries, and a book's build asks for each SIM's."""
     return keys_of(item.status, item.reasons, item.throttled, item.pending, item.pool_id)
 
 
