@@ -13,6 +13,9 @@ What the fleet looks like (all drawn per SIM from the seed):
   records, whatever the rate); the others use a fortieth of that.
 - About 2 % of the plans expire 1-3 minutes (clock time) after the feed starts, so
   expiry suspensions show up too. The billing time zone is the worker's default.
+- A share of the SIMs (an option, 10 % by default) are members of two pools (流量池)
+  with no cap of their own; each pool's allowance is what its members use in about a
+  minute of feeding, so a pool runs out and stops all its members while you watch.
 
 Usage records end at most at the clock's ``now`` (up to 30 s before) and start 1-5
 minutes before their end. A share of the records are exact repeats of an earlier record
@@ -40,9 +43,9 @@ import orjson
 
 from ..domain.timeutil import format_time
 from ..settings import Settings
-from ..topics import SUBSCRIPTIONS, USAGE
+from ..topics import POOLS, SUBSCRIPTIONS, USAGE
 
-Kind = Literal["subscription", "record", "duplicate", "bad"]
+Kind = Literal["subscription", "pool", "record", "duplicate", "bad"]
 
 PLANS = (
     ("iot-100m", 100_000_000),
@@ -59,6 +62,9 @@ QUOTA_RECORDS = (5, 20)
 """... but after no fewer and no more of its own records than these."""
 LIGHT_FACTOR = 40
 BATCH_SECONDS = 0.1
+POOLS_IN_A_FEED = 2
+POOL_SECONDS = 60.0
+"""A pool's allowance is what its members use in about this many seconds of feeding."""
 RECENT = 1000
 """Duplicates repeat one of the last this many good records."""
 
@@ -71,6 +77,8 @@ class FeedOptions:
     auto_suspend_share: float = 0.5
     duplicate_share: float = 0.02
     bad_share: float = 0.005
+    pool_share: float = 0.1
+    """Share of the SIMs in the feed's pools (流量池)."""
     seed: int = 1
     duration: float | None = None
     """Seconds of usage records after the subscriptions; None: no limit."""
@@ -83,7 +91,7 @@ class FeedOptions:
             problems.append("sims must be between 1 and 1000000000")
         if not (self.rate > 0 and math.isfinite(self.rate)):
             problems.append("rate must be positive")
-        for name in ("auto_suspend_share", "duplicate_share", "bad_share"):
+        for name in ("auto_suspend_share", "duplicate_share", "bad_share", "pool_share"):
             if not 0 <= getattr(self, name) <= 1:
                 problems.append(f"{name} must lie in [0, 1]")
         if self.duplicate_share + self.bad_share > 1:
@@ -106,11 +114,13 @@ class Sim:
     heavy: bool
     expires_after: timedelta | None
     """The plan expires this long after the feed's start; None: it does not."""
+    pool_id: str | None = None
+    """The pool the SIM draws from (it then has no cap of its own)."""
 
 
 class Message(NamedTuple):
     topic: str
-    """Logical topic: usage or subscriptions."""
+    """Logical topic: usage, subscriptions or pools."""
     key: bytes
     value: bytes
     kind: Kind
@@ -123,20 +133,24 @@ class FeedCounts:
     """Usage messages delivered, duplicates and bad ones included."""
     duplicates: int = 0
     bad: int = 0
+    pools: int = 0
 
     def plus(self, messages: list[Message]) -> FeedCounts:
         kinds = [m.kind for m in messages]
+        definitions = kinds.count("subscription") + kinds.count("pool")
         return FeedCounts(
             self.subscriptions + kinds.count("subscription"),
-            self.sent + len(kinds) - kinds.count("subscription"),
+            self.sent + len(kinds) - definitions,
             self.duplicates + kinds.count("duplicate"),
             self.bad + kinds.count("bad"),
+            self.pools + kinds.count("pool"),
         )
 
     def __str__(self) -> str:
+        pools = f" and {self.pools} pools" if self.pools else ""
         return (
             f"{self.subscriptions} subscriptions, {self.sent} records sent "
-            f"({self.duplicates} duplicates, {self.bad} bad)"
+            f"({self.duplicates} duplicates, {self.bad} bad){pools}"
         )
 
 
@@ -158,6 +172,7 @@ def fleet(options: FeedOptions) -> list[Sim]:
         carrier, issuer = rng.choice(CARRIERS)
         plan_id, quota = rng.choice(PLANS)
         expiring = rng.random() < EXPIRING_SHARE
+        pooled = rng.random() < options.pool_share
         sims.append(
             Sim(
                 iccid=iccid_for(options.seed, index, issuer),
@@ -167,9 +182,40 @@ def fleet(options: FeedOptions) -> list[Sim]:
                 auto_suspend=rng.random() < options.auto_suspend_share,
                 heavy=rng.random() < HEAVY_SHARE,
                 expires_after=timedelta(seconds=rng.randint(60, 180)) if expiring else None,
+                pool_id=pool_name(options.seed, index % POOLS_IN_A_FEED) if pooled else None,
             )
         )
     return sims
+
+
+def pool_name(seed: int, number: int) -> str:
+    return f"demo-pool-{seed}-{number + 1}"
+
+
+def pool_messages(options: FeedOptions, sims: list[Sim], start: datetime) -> list[Message]:
+    """Each pool's definition: an allowance its members use in about a minute."""
+    per_second = options.rate / options.sims
+    allowance: dict[str, float] = {}
+    for sim in sims:
+        if sim.pool_id is not None:
+            mean = sim.quota_bytes / records_to_quota(options) / (1 if sim.heavy else LIGHT_FACTOR)
+            allowance[sim.pool_id] = allowance.get(sim.pool_id, 0.0) + mean * per_second * POOL_SECONDS
+    return [
+        Message(
+            POOLS,
+            pool_id.encode(),
+            orjson.dumps(
+                {
+                    "pool_id": pool_id,
+                    "quota_bytes": max(1, round(quota)),
+                    "auto_suspend": True,
+                    "updated_at": format_time(start.replace(microsecond=0)),
+                }
+            ),
+            "pool",
+        )
+        for pool_id, quota in sorted(allowance.items())
+    ]
 
 
 def subscription_message(sim: Sim, start: datetime) -> Message:
@@ -178,7 +224,8 @@ def subscription_message(sim: Sim, start: datetime) -> Message:
     value = {
         "iccid": sim.iccid,
         "plan_id": sim.plan_id,
-        "quota_bytes": sim.quota_bytes,
+        "quota_bytes": sim.quota_bytes if sim.pool_id is None else None,
+        "pool_id": sim.pool_id,
         "valid_from": format_time(start - timedelta(days=30)),
         "expires_at": format_time(start + sim.expires_after) if sim.expires_after is not None else None,
         "auto_suspend": sim.auto_suspend,
@@ -287,6 +334,7 @@ async def run_feed(settings: Settings, options: FeedOptions, progress: Progress 
 
     try:
         await producer.start()
+        await deliver(pool_messages(options, sims, start))
         for first in range(0, len(sims), 10_000):
             await deliver([subscription_message(sim, start) for sim in sims[first : first + 10_000]])
         loop = asyncio.get_running_loop()

@@ -65,25 +65,26 @@ def sims_command(worker: WorkerProcess, *args: str) -> subprocess.CompletedProce
     )
 
 
-async def test_either_worker_lists_the_whole_groups_suspended_sims_paged_and_a_dead_one_is_named(
-    kafka: str, start_worker: Callable[[dict[str, str]], WorkerProcess], producer: AIOKafkaProducer
+async def suspend(
+    kafka: str,
+    producer: AIOKafkaProducer,
+    worker: WorkerProcess,
+    over_quota: list[str],
+    in_arrears: list[str],
+    pooled: list[str],
+    active: list[str],
 ) -> None:
-    env = worker_env(kafka, STREAM_APP_API_TOKEN=TOKEN)
-    first = start_worker(env)
-    second = start_worker({**env, "STREAM_APP_WEB_PORT": str(free_port())})
-    await wait_ready(first, second)
-    settings = first.settings
-    over_quota = sorted(iccid() for _ in range(10))
-    in_arrears = sorted(iccid() for _ in range(5))
-    pooled = over_quota[:3]
-    active = sorted(iccid() for _ in range(5))
+    """Subscribe every SIM, then stop some for quota and some for arrears."""
+    settings = worker.settings
     out = await outputs_for(kafka, settings)
     try:
         for sim in over_quota + in_arrears + active:
             extra: dict[str, Any] = {"pool_id": "fleet-it"} if sim in pooled else {}
             await send(producer, settings, "subscriptions", subscription(sim, 1000, **extra))
         await until(
-            lambda: all(get(first.settings.web_port, f"/sims/{s}", BEARER)[1].get("plan") for s in in_arrears),
+            lambda: all(
+                get(worker.settings.web_port, f"/sims/{s}", BEARER)[1].get("plan") for s in in_arrears
+            ),
             "subscriptions applied",
         )
         for sim in over_quota:
@@ -95,6 +96,20 @@ async def test_either_worker_lists_the_whole_groups_suspended_sims_paged_and_a_d
         await out.wait_for(lambda _: len(out.of("commands", action="suspend")) == 15)
     finally:
         await out.consumer.stop()
+
+
+async def test_either_worker_lists_the_whole_groups_suspended_sims_paged_and_a_dead_one_is_named(
+    kafka: str, start_worker: Callable[[dict[str, str]], WorkerProcess], producer: AIOKafkaProducer
+) -> None:
+    env = worker_env(kafka, STREAM_APP_API_TOKEN=TOKEN)
+    first = start_worker(env)
+    second = start_worker({**env, "STREAM_APP_WEB_PORT": str(free_port())})
+    await wait_ready(first, second)
+    over_quota = sorted(iccid() for _ in range(10))
+    in_arrears = sorted(iccid() for _ in range(5))
+    pooled = over_quota[:3]
+    active = sorted(iccid() for _ in range(5))
+    await suspend(kafka, producer, first, over_quota, in_arrears, pooled, active)
 
     ports = (first.settings.web_port, second.settings.web_port)
     # states are stored once the commands are acknowledged: a moment after they are seen
@@ -119,14 +134,16 @@ async def test_either_worker_lists_the_whole_groups_suspended_sims_paged_and_a_d
     assert [orjson.loads(line)["iccid"] for line in shown.stdout.splitlines()] == over_quota
     table = sims_command(first, "--reason", "arrears", "--limit", "2").stdout.decode().splitlines()
     assert [line.split()[0] for line in table[1:3]] == in_arrears[:2]
-    assert table[3] == f"2 SIMs (reason arrears); more after {in_arrears[1]} (--after {in_arrears[1]}, or --all)"
+    assert (
+        table[3] == f"2 SIMs (reason arrears); more after {in_arrears[1]} (--after {in_arrears[1]}, or --all)"
+    )
 
     status, own = get(ports[0], "/sims?scope=local&status=suspended", BEARER)
     assert status == 200 and "partial" not in own  # a peer's answer: its own partitions only
     first_partitions = own["partitions"]
     second.kill()
     sims, partial, _pages = walk(ports[0], 4, status="suspended", reason="quota")
-    assert partial == sorted(set(range(settings.partitions)) - set(first_partitions))
+    assert partial == sorted(set(range(first.settings.partitions)) - set(first_partitions))
     assert [s["iccid"] for s in sims] == [s["iccid"] for s in own["sims"] if s["reasons"] == ["quota"]]
     assert 0 < len(sims) < len(over_quota)
     incomplete = sims_command(first, "--status", "suspended", "--reason", "quota")
@@ -134,8 +151,10 @@ async def test_either_worker_lists_the_whole_groups_suspended_sims_paged_and_a_d
 
     # once the group has moved the dead worker's partitions, the list is whole again
     await until(
-        lambda: walk(ports[0], 100, status="suspended", reason="quota")[1:2] == ([],)
-        and [s["iccid"] for s in walk(ports[0], 100, status="suspended", reason="quota")[0]] == over_quota,
+        lambda: (
+            walk(ports[0], 100, status="suspended", reason="quota")[1:2] == ([],)
+            and [s["iccid"] for s in walk(ports[0], 100, status="suspended", reason="quota")[0]] == over_quota
+        ),
         "the survivor lists every partition",
         timeout=90,
     )

@@ -18,6 +18,7 @@ from stream_app.tools.feed import (
     UsageGenerator,
     fleet,
     iccid_for,
+    pool_messages,
     records_to_quota,
     subscription_message,
 )
@@ -81,10 +82,11 @@ def test_every_subscription_is_valid_and_newer_on_a_later_run() -> None:
         sub = subscription(value)
         assert parse("subscriptions", message.value, MAX, message.key) == sub
         assert "timezone" not in value  # the worker's default billing zone
-        assert (sub.iccid, sub.quota_bytes, sub.auto_suspend) == (
+        assert (sub.iccid, sub.quota_bytes, sub.auto_suspend, sub.pool_id) == (
             sim.iccid,
-            sim.quota_bytes,
+            sim.quota_bytes if sim.pool_id is None else None,  # a pool member: no cap of its own
             sim.auto_suspend,
+            sim.pool_id,
         )
         assert sub.updated_at == START.replace(microsecond=0) and sub.valid_from < START
         if sim.expires_after is None:
@@ -192,6 +194,33 @@ def test_heavy_users_cross_their_quota_in_about_ninety_seconds_at_the_default_ra
     assert len(reached) > 0.75 * len(heavy)  # most of them within two minutes
     seconds = sorted(position / 200 for position in reached.values())
     assert 45 < seconds[len(seconds) // 2] < 120  # the median heavy user: a minute or two
+
+
+def test_a_share_of_the_fleet_shares_two_pools_that_run_out_in_about_a_minute() -> None:
+    from stream_app.domain.inputs import pool
+
+    options = FeedOptions(sims=2000, rate=400, pool_share=0.1)
+    sims = fleet(options)
+    members = [s for s in sims if s.pool_id is not None]
+    assert 0.07 * len(sims) < len(members) < 0.13 * len(sims)
+    pools = {m.key.decode(): pool(orjson.loads(m.value)) for m in pool_messages(options, sims, START)}
+    assert set(pools) == {s.pool_id for s in members} and len(pools) == 2
+    # the members' usage reaches the allowance after about POOL_SECONDS of feeding
+    generator = UsageGenerator(options, sims, START)
+    used = dict.fromkeys(pools, 0)
+    pool_of = {s.iccid: s.pool_id for s in members if s.pool_id is not None}
+    seconds_to_run_out: dict[str, float] = {}
+    for n in range(int(options.rate) * 3 * 60):
+        message = generator.next(START)
+        if message.kind != "record" or pool_of.get(message.key.decode()) is None:
+            continue
+        pool_id = pool_of[message.key.decode()]
+        value = orjson.loads(message.value)
+        used[pool_id] += value["bytes_up"] + value["bytes_down"]
+        if used[pool_id] >= pools[pool_id].quota_bytes:
+            seconds_to_run_out.setdefault(pool_id, n / options.rate)
+    assert set(seconds_to_run_out) == set(pools)
+    assert all(30 < s < 120 for s in seconds_to_run_out.values())
 
 
 def test_counts_add_up_by_kind() -> None:
