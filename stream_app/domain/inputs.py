@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from .timeutil import TimeFormatError, format_time, parse_time, zone
 
@@ -31,8 +31,10 @@ class InvalidInput(ValueError):
         self.detail = detail
 
 
-@dataclass(frozen=True, slots=True)
-class UsageRecord:
+class UsageRecord(NamedTuple):
+    """Immutable like the other inputs, and a tuple because millions are made a second's
+    worth at a time: a frozen dataclass costs three times as much to build."""
+
     record_id: str
     iccid: str
     carrier: str
