@@ -39,7 +39,7 @@ from prometheus_client import CollectorRegistry
 from .. import codec
 from ..codec import PoolStored, Stored, stored_of
 from ..domain import CommandResult, UsageRecord
-from ..domain.pools import PoolState, pool_from_dict, pool_tick
+from ..domain.pools import PoolState, pool_tick
 from ..ops.web import install_views
 from ..pipeline import Decision, Source, decide_tick
 from ..settings import Settings
@@ -63,7 +63,7 @@ from .logs import logging_config
 from .metrics import Metrics
 from .offsets import Ledger, Partition
 from .ownership import POOL_DUE, Books, PartitionBook, Summary, summary
-from .pooling import decide_pools
+from .pooling import PoolScan, decide_pools, joined, split_by_pool
 from .refusals import Refusals
 from .writer import Write, Writer, Written
 
@@ -208,8 +208,7 @@ class Worker:
         owned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == ticks}
         building = {p: PartitionBook() for p in owned | {partition} if p not in self.books.partitions}
         generation = self.books.generation
-        pools: dict[str, PoolStored] = {}
-        members: dict[str, set[str]] = {}
+        pools = PoolScan()
         for n, (key, raw) in enumerate(list(self.table.items())):
             if n % 2000 == 1999:
                 await asyncio.sleep(0)
@@ -220,20 +219,15 @@ class Worker:
                     if target is not None:
                         self.books.add(target, card)
                 elif codec.is_pool_key(key) or codec.is_member_key(key):
-                    pool_id, iccid, value = codec.read_pool_index(key, raw)
-                    if iccid is None:
-                        pools[pool_id] = PoolStored(pool_from_dict(value), value.get("p"))
-                    elif value["in"]:
-                        members.setdefault(pool_id, set()).add(iccid)
+                    pools.add(key, raw)
             except Exception:
                 log.exception("stored state of %r cannot be decoded; skipped", key)
         if generation != self.books.generation:  # a rebalance came meanwhile: build again
             return await self.book(partition)
         for number, built in building.items():
             self.books.partitions.setdefault(number, built)
-        for pool_id, stored in pools.items():
+        for stored in pools.pools():
             if stored.partition in building:
-                stored.state.roster = members.get(pool_id, set())
                 self.books.record_pool(stored.partition, stored)
         for number, built in building.items():
             sims = sum(built.statuses[s] for s in ("active", "suspended", "cancelled"))
@@ -286,7 +280,11 @@ class Worker:
         return written
 
     async def _decide_pools(self, logical: str, batch: list[Incoming]) -> Written:
-        """Pool definitions and members' reports (R17-R21): one load and write per pool."""
+        """Pool definitions and members' reports (R17-R21): one load and write per pool
+        and part of the batch (pooling.split_by_pool bounds what one write holds)."""
+        return joined([await self._decide_pool_part(logical, part) for part in split_by_pool(batch)])
+
+    async def _decide_pool_part(self, logical: str, batch: list[Incoming]) -> Written:
         now = self.clock.now()
         refs: dict[bytes | None, Any] = {i.key: i.ref for i in batch}
         partitions = {i.key: i.source.partition for i in batch}
