@@ -21,6 +21,8 @@ import argparse
 import asyncio
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -211,6 +213,17 @@ def is_pool_suspend(command: dict[str, Any]) -> bool:
     return bool(command["action"] == "suspend" and command["reason"] == "pool")
 
 
+def profile(worker: Worker, output: str | None) -> subprocess.Popen[bytes] | None:
+    """py-spy recording the worker's threads into ``output`` (raw: one collapsed stack a line)."""
+    spy = Path(sys.executable).with_name("py-spy")
+    if output is None:
+        return None
+    command = [str(spy), "record", "--pid", str(worker.proc.pid), "--format", "raw", "--threads"]
+    return subprocess.Popen(
+        [*command, "--output", output], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
 async def run_out(bootstrap: str, settings: Settings, members: int, timeout: float) -> dict[str, Any]:
     """Send the record that makes the pool run out; time every step until the last
     member's suspend command."""
@@ -257,11 +270,12 @@ async def run_out(bootstrap: str, settings: Settings, members: int, timeout: flo
     }
 
 
-async def main() -> None:
+async def main() -> None:  # noqa: PLR0915 - one linear script, read top to bottom
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--members", type=int, default=100_000)
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the commands")
     parser.add_argument("--output", default=str(ROOT / "bench-pools.json"))
+    parser.add_argument("--profile", default=None, help="py-spy's raw profile of the run-out, to this file")
     args = parser.parse_args()
     check_aiokafka_c_extension()
     workdir = Path(tempfile.mkdtemp(prefix="stream-app-bench-pools-"))
@@ -304,7 +318,11 @@ async def main() -> None:
             f"{args.members:,} in {results['seconds_to_roster']:.1f} s",
             flush=True,
         )
+        spy = profile(worker, args.profile)
         results.update(await run_out(bootstrap, settings, args.members, args.timeout))
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
         results["worker_rss_bytes"] = worker.rss()
         print(
             f"pool ran out: the last of {results['pool_commands']:,} suspend commands "
