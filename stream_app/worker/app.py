@@ -38,7 +38,7 @@ from prometheus_client import CollectorRegistry
 
 from .. import codec
 from ..codec import PoolStored, Stored, stored_of
-from ..domain import CommandResult, UsageRecord
+from ..domain import CommandResult, Output, UsageRecord
 from ..domain.pools import PoolState, pool_tick
 from ..ops.web import install_views
 from ..pipeline import Decision, Source, decide_tick
@@ -49,13 +49,14 @@ from ..topics import (
     COMMANDS,
     CONSUMED,
     DEADLETTER,
+    POOL_NOTICES,
     POOL_USAGE,
     POOLS,
     SENT,
     TICKS,
     USAGE,
 )
-from . import committer
+from . import committer, notices
 from .batch import Incoming, SimBatch, decide_batch
 from .gaps import GapReader
 from .intake import Intake
@@ -260,6 +261,12 @@ class Worker:
     async def _decide_and_apply(self, logical: str, batch: list[Incoming]) -> Written:
         if logical in (POOLS, POOL_USAGE):
             return await self._decide_pools(logical, batch)
+        if logical == POOL_NOTICES:  # a pool's notices come many to a message (notices.py)
+            parts = notices.expanded(batch, self.settings.partitions, BATCH_SIZE)
+            return joined([await self._decide_sims(logical, part) for part in parts])
+        return await self._decide_sims(logical, batch)
+
+    async def _decide_sims(self, logical: str, batch: list[Incoming]) -> Written:
         now = self.clock.now()
         by_key = {i.key: i.ref for i in batch}
         invalid, sims = decide_batch(
@@ -303,7 +310,8 @@ class Worker:
         invalid, pools = decide_pools(logical, batch, load, now, self.policy, self.settings.max_message_bytes)
         writes = [Write(None, None, d.outputs, i.source, None, i.ref) for i, d in invalid]
         writes += [
-            Write(p.pool_id, PoolStored(p.state), p.outputs, p.last.source, None, p.last.ref) for p in pools
+            Write(p.pool_id, PoolStored(p.state), self._grouped(p.outputs), p.last.source, None, p.last.ref)
+            for p in pools
         ]
         written = await self.writer.write(writes)
         outcomes: Counter[str] = Counter(d.outcome for _i, d in invalid)
@@ -428,7 +436,10 @@ class Worker:
             return None
         finally:
             _current_event.reset(token)
-        return Write(key, PoolStored(step.state), step.outputs, source, None, event)
+        return Write(key, PoolStored(step.state), self._grouped(step.outputs), source, None, event)
+
+    def _grouped(self, outputs: list[Output]) -> list[Output]:
+        return notices.grouped(outputs, self.settings.partitions)
 
     async def _every_tick_interval(self) -> None:
         # An exception escaping a timer crashes the whole worker: log and go on.
