@@ -1,5 +1,5 @@
-"""The `stream-app` command: worker, demo, replay, feed, sim, pool, audit, deadletters,
-settings, topics, broker. What each one says in --help is in clihelp.py."""
+"""The `stream-app` command: worker, demo, replay, feed, provision, sim, pool, audit,
+deadletters, settings, topics, broker. What each one says in --help is in clihelp.py."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 import asyncio
 import os
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -16,6 +16,11 @@ from .settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from .tools.feed import FeedOptions
+    from .tools.provision import ProvisionOptions
+
+KAFKA_COMMANDS = frozenset({"worker", "demo", "feed", "topics", "deadletters", "audit"})
+"""Commands that talk to Kafka: asked first whether a broker answers (tools/reach.py);
+``audit`` only when it reads the topic (no ``--from``)."""
 
 
 DEFAULT_LAST = 20
@@ -94,6 +99,7 @@ def parser() -> argparse.ArgumentParser:
     _add_feed_options(feed, rate=200.0)
     feed.add_argument("--duration", type=float, help="seconds of usage records (default: no limit)")
     feed.add_argument("--records", type=int, help="usage messages in all (default: no limit)")
+    _add_provision(commands)
     sim = _command(
         commands, "sim", "show one SIM's state, asked of a worker", clihelp.SIM, clihelp.SIM_EPILOG
     )
@@ -166,6 +172,9 @@ def _run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
+    from_file = getattr(args, "source", None) is not None  # audit --from FILE
+    if args.command in KAFKA_COMMANDS and not from_file and not _kafka_answers(args.command, settings):
+        return 1
     if args.command == "worker":
         from .worker.app import run_worker
 
@@ -195,6 +204,8 @@ def _run(args: argparse.Namespace) -> int:
             return asyncio.run(run_demo(settings, options, args.duration))
         except KeyboardInterrupt:
             return 0
+    if args.command == "provision":
+        return _provision(settings, args)
     if args.command == "sim":
         from .ops.simview import show
 
@@ -203,9 +214,30 @@ def _run(args: argparse.Namespace) -> int:
         from .ops.poolview import show as show_pool
 
         return show_pool(settings, args.pool_id, args.members)
+    return _create_topics(settings)
+
+
+def _kafka_answers(command: str, settings: Settings) -> bool:
+    from .tools.reach import Unreachable, check
+
+    try:
+        check(settings)
+    except Unreachable as exc:
+        print(f"stream-app {command}: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
+def _create_topics(settings: Settings) -> int:
+    from aiokafka.errors import KafkaError
+
     from .tools.admin import ensure_topics
 
-    created = asyncio.run(ensure_topics(settings))
+    try:
+        created = asyncio.run(ensure_topics(settings))
+    except (KafkaError, RuntimeError) as exc:  # e.g. the broker went away, or partitions differ
+        print(f"stream-app topics: {exc}", file=sys.stderr)
+        return 1
     print(f"topics created: {', '.join(created) or 'none (all exist)'}")
     return 0
 
@@ -316,11 +348,143 @@ def _settings() -> int:
     return 0
 
 
+def _add_provision(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .domain.timeutil import parse_duration
+
+    def duration(text: str) -> timedelta:
+        try:
+            value = parse_duration(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        if value < timedelta(0):
+            raise argparse.ArgumentTypeError("must not be negative")
+        return value
+
+    def share(text: str) -> float:
+        value = float(text)
+        if not 0 <= value <= 1:
+            raise argparse.ArgumentTypeError("a share between 0 and 1")
+        return value
+
+    p = _command(
+        commands,
+        "provision",
+        "a simulated carrier answering the worker's commands (results, inventory)",
+        clihelp.PROVISION,
+        clihelp.PROVISION_EPILOG,
+    )
+    add = p.add_argument
+    add("--group", help="consumer group (default: STREAM_APP_ID plus -provision)")
+    add(
+        "--latency",
+        type=duration,
+        default="1s",
+        metavar="DURATION",
+        help="fixed part of each answer's delay (1s)",
+    )
+    add(
+        "--jitter", type=duration, default="2s", metavar="DURATION", help="plus a random part up to this (2s)"
+    )
+    add(
+        "--fail-rate",
+        type=share,
+        default=0.05,
+        metavar="SHARE",
+        help="calls answered failed: retryable (0.05)",
+    )
+    add(
+        "--reject-rate",
+        type=share,
+        default=0.01,
+        metavar="SHARE",
+        help="calls answered rejected: final (0.01)",
+    )
+    add(
+        "--repeat-window",
+        type=duration,
+        default="3m",
+        metavar="DURATION",
+        help="refuse (failed) a card's second status change within this (3m; 0: never)",
+    )
+    add("--rate-limit", type=float, metavar="N", help="calls per second; more wait their turn (no limit)")
+    add(
+        "--inventory-every",
+        type=duration,
+        default="1m",
+        metavar="DURATION",
+        help="publish every known card's status this often (1m; 0: never)",
+    )
+    add(
+        "--drift-rate",
+        type=share,
+        default=0.0,
+        metavar="SHARE",
+        help="chance per idle card and inventory round that the carrier flips its status (0)",
+    )
+    add("--seed", type=int, default=1, help="seed of every chance: same seed, same outcomes (1)")
+    add(
+        "--refuse",
+        action="append",
+        default=[],
+        metavar="ICCID:OUTCOME[:TIMES]",
+        help="refuse this card's next TIMES calls (default: all) with failed or rejected (repeatable)",
+    )
+    add(
+        "--drift-card",
+        action="append",
+        default=[],
+        metavar="ICCID",
+        help="once a command has changed this card, the carrier flips it back once (repeatable)",
+    )
+    add("--seconds", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    add("--commands", type=int, metavar="N", help="stop after answering N commands (default: no limit)")
+
+
+def _provision_options(args: argparse.Namespace) -> ProvisionOptions:
+    from .domain import iccid_of
+    from .tools.carrier import CarrierOptions, Refusal
+    from .tools.provision import ProvisionOptions
+
+    refusals = dict(Refusal.parse(text) for text in args.refuse)
+    return ProvisionOptions(
+        carrier=CarrierOptions(
+            latency=args.latency,
+            jitter=args.jitter,
+            fail_rate=args.fail_rate,
+            reject_rate=args.reject_rate,
+            repeat_window=args.repeat_window,
+            calls_per_second=args.rate_limit,
+            inventory_interval=args.inventory_every or None,
+            drift_rate=args.drift_rate,
+            seed=args.seed,
+            refusals=refusals,
+            drift_cards=frozenset(iccid_of({"iccid": text}) for text in args.drift_card),
+        ),
+        group=args.group,
+        seconds=args.seconds,
+        commands=args.commands,
+    )
+
+
+def _provision(settings: Settings, args: argparse.Namespace) -> int:
+    from .domain import InvalidInput
+    from .tools.provision import run_console
+
+    try:
+        options = _provision_options(args)
+    except (ValueError, InvalidInput) as exc:
+        print(f"provision: {getattr(exc, 'detail', exc)}", file=sys.stderr)
+        return 2
+    if not _kafka_answers("provision", settings):  # after the options: their mistakes first
+        return 1
+    return run_console(settings, options)
+
+
 def _broker(action: str) -> int:
     from .tools.localbroker import BrokerError, LocalBroker
 
-    broker = LocalBroker.from_env()
     try:
+        broker = LocalBroker.from_env()
         if action == "jars":
             print(broker.ensure_jars())
         elif action == "start":

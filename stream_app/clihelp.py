@@ -85,14 +85,17 @@ example:
 DEMO = """\
 A two-minute demo (what 'make run' runs): starts a worker, feeds it a synthetic fleet on a
 simulated clock that starts 90 s before the month ends, and shows a live line of records,
-suspends, restores, alerts and dead letters. Each run uses its own topics and consumer
+suspends, restores, alerts and dead letters, and of what provisioning did: 'stream-app
+provision' runs next to the worker, which follows each command until it is applied
+(results applied and failed, resends, drift). Each run uses its own topics and consumer
 group. Ctrl-C, SIGTERM or SIGHUP stop it, also in the background; so does the worker's
 death (exit status 1). It always ends with a summary and stops its worker."""
 
 DEMO_EPILOG = """\
 input:   none but the options; the topics are created on the broker of KAFKA_BOOTSTRAP_SERVERS
 output:  the worker's URLs, a progress line every second, a final summary; the worker's
-         log goes to <STREAM_APP_DATA_DIR>/demo-<time>/worker.log
+         log goes to <STREAM_APP_DATA_DIR>/demo-<time>/worker.log, provisioning's to
+         provision.log next to it
 example:
   stream-app demo --sims 200 --rate 50 --duration 120"""
 
@@ -129,6 +132,31 @@ output:  messages on sim.subscriptions and sim.usage; a progress line a second a
          when a delivery fails.
 example:
   stream-app feed --sims 10000 --rate 1000 --duration 600"""
+
+PROVISION = """\
+Play the provisioning side for demos and tests: read the commands the worker sends, apply
+them to a simulated carrier and report back, as a real provisioning system should. Set
+STREAM_APP_COMMAND_ACK_TIMEOUT on the worker for it to act on what comes back (resends,
+command_failed alerts, drift repair).
+
+The carrier answers each call after --latency plus up to --jitter, refuses a share of
+calls (--fail-rate: failed, the worker sends the command again; --reject-rate: rejected,
+final), refuses a second status change of a card within --repeat-window, never
+re-activates a cancelled number, takes at most --rate-limit calls a second, and now and
+then changes a card's status on its own (--drift-rate). Durations are in the clock's
+time (STREAM_APP_CLOCK...): run it with the worker's environment and both share one
+clock. Ctrl-C or SIGTERM stops it cleanly."""
+
+PROVISION_EPILOG = """\
+input:   the commands on sim.commands (STREAM_APP_TOPIC_COMMANDS), in a consumer group of
+         its own; an offset is committed once the command's result is acknowledged
+output:  one result per command on sim.command-results (applied, failed or rejected) and,
+         every --inventory-every, the status of every card it knows on sim.inventory,
+         both keyed by the upper-case ICCID; a log line per result and per drift, and a
+         summary at the end on standard output
+examples:
+  stream-app provision --fail-rate 0.1 --drift-rate 0.01 --inventory-every 30s
+  stream-app provision --refuse 89860012345678901234:failed:2 --seconds 60"""
 
 SIM = """\
 Show one SIM's state, asked of a worker's HTTP API (any worker: the one that owns the SIM

@@ -7,6 +7,7 @@ and so does an unexpected error, so one poisoned message never stops a partition
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -66,6 +67,11 @@ def parse(logical: str, raw: bytes | None, max_bytes: int, key: bytes | None = N
     put part of a SIM's messages in another partition (key_mismatch).
     """
     message = codec.decode_message(raw, max_bytes)
+    if logical == USAGE:
+        with contextlib.suppress(InvalidInput):
+            record = usage_record(message)  # the common case, at once
+            if key is None or key == record.iccid.encode():
+                return record
     iccid = iccid_of(message)
     if key is not None and key != iccid.encode():
         raise InvalidInput("key_mismatch", "the Kafka key must be the message's ICCID in upper case")

@@ -48,7 +48,16 @@ class Variable:
 
 # The documented configuration table (docs/operations.md "Configuration" is generated from this).
 VARIABLES: tuple[Variable, ...] = (
-    Variable("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092", "Kafka bootstrap servers, comma-separated"),
+    Variable(
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "127.0.0.1:9092",
+        "Kafka bootstrap servers, comma-separated; unset: the local broker, 127.0.0.1:STREAM_APP_KAFKA_PORT",
+    ),
+    Variable(
+        "STREAM_APP_KAFKA_PORT",
+        "9092",
+        "port of the local broker (`stream-app broker`, what `make run` starts)",
+    ),
     Variable("STREAM_APP_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
     Variable("STREAM_APP_KAFKA_SASL_MECHANISM", "", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL_*)"),
     Variable("STREAM_APP_KAFKA_SASL_USERNAME", "", "SASL user name"),
@@ -106,6 +115,11 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("STREAM_APP_WEB_PORT", "6066", "worker web server port"),
     Variable(
         "STREAM_APP_API_TOKEN", "", "if set, GET /sims/{iccid} requires 'Authorization: Bearer <token>'"
+    ),
+    Variable(
+        "STREAM_APP_BROKER_LOST_AFTER",
+        "30s",
+        "/readyz answers 503 once Kafka has not answered the worker this long",
     ),
     Variable("STREAM_APP_EVENT_LOOP", "uvloop", "uvloop (faster) or asyncio"),
     Variable("STREAM_APP_LOG_LEVEL", "info", "debug, info, warning or error"),
@@ -193,6 +207,7 @@ class Settings:
     web_host: str
     event_loop: str
     web_port: int
+    broker_lost_after: timedelta
     log_level: str
     log_format: str
     api_token: str | None = field(default=None, repr=False)
@@ -211,8 +226,8 @@ class Settings:
         source = os.environ if env is None else env
         problems: list[str] = unknown_variables(source)
 
-        def get(name: str, parse: Callable[[str], T], fallback: T) -> T:
-            raw = source.get(name, _DEFAULTS[name])
+        def get(name: str, parse: Callable[[str], T], fallback: T, default: str | None = None) -> T:
+            raw = source.get(name, _DEFAULTS[name] if default is None else default)
             try:
                 return parse(raw.strip())
             except (ValueError, TimeFormatError) as exc:
@@ -237,8 +252,10 @@ class Settings:
             problems.append(
                 f"STREAM_APP_FAUST_PROCESSING_GUARANTEE={guarantee!r}: only at_least_once is supported"
             )
+        # Unset, the servers are the local broker's, wherever STREAM_APP_KAFKA_PORT put it.
+        local = f"127.0.0.1:{get('STREAM_APP_KAFKA_PORT', _int_range(1, 65535), 9092)}"
         settings = cls(
-            bootstrap_servers=get("KAFKA_BOOTSTRAP_SERVERS", _non_empty, "127.0.0.1:9092"),
+            bootstrap_servers=get("KAFKA_BOOTSTRAP_SERVERS", _non_empty, local, default=local),
             app_id=get("STREAM_APP_ID", _topic_name, "stream-app"),
             partitions=get("STREAM_APP_PARTITIONS", _int_range(1, 10_000), 8),
             replication_factor=get("STREAM_APP_REPLICATION_FACTOR", _int_range(1, 100), 1),
@@ -265,6 +282,7 @@ class Settings:
             standby_replicas=get("STREAM_APP_STANDBY_REPLICAS", _int_range(0, 10), 1),
             web_host=get("STREAM_APP_WEB_HOST", _non_empty, "127.0.0.1"),
             web_port=get("STREAM_APP_WEB_PORT", _int_range(1, 65535), 6066),
+            broker_lost_after=get("STREAM_APP_BROKER_LOST_AFTER", _positive_duration, timedelta(seconds=30)),
             event_loop=get("STREAM_APP_EVENT_LOOP", _choice("uvloop", "asyncio"), "uvloop"),
             log_level=get("STREAM_APP_LOG_LEVEL", _choice("debug", "info", "warning", "error"), "info"),
             log_format=get("STREAM_APP_LOG_FORMAT", _choice("text", "json"), "text"),

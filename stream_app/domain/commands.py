@@ -52,6 +52,7 @@ def track(state: SimState, command: Output, now: datetime, policy: Policy) -> No
     if policy.ack_timeout is None:
         return
     value = command.value
+    state.gave_up.pop(DIMENSION[value["action"]], None)  # a new intent: drift counts again
     state.pending[DIMENSION[value["action"]]] = {
         "command": dict(value),
         "attempt": 1,
@@ -93,8 +94,16 @@ def _failed(state: SimState, dimension: str, at: datetime, why: str, policy: Pol
     return []
 
 
+def _intent(state: SimState, dimension: str) -> str:
+    return intended(state) if dimension == SUSPENSION else str(state.throttled)
+
+
 def _give_up(state: SimState, dimension: str, at: datetime, why: str) -> list[Output]:
+    """The command failed for good: one alert, and no drift repair towards the same
+    intent (it would be the same change under a new id, refused again) until the
+    intent changes."""
     pending = state.pending.pop(dimension)
+    state.gave_up[dimension] = _intent(state, dimension)
     command = pending["command"]
     return [
         out.alert(
@@ -163,11 +172,16 @@ def observe(
     if latest is not None and at < parse_time(latest):
         return []
     emitted: list[Output] = []
-    if status is not None and SUSPENSION not in state.pending and status != intended(state):
+    if status is not None and _may_repair(state, SUSPENSION) and status != intended(state):
         emitted += _drift_status(state, status, source, now, policy)
-    if throttled is not None and THROTTLING not in state.pending and throttled != state.throttled:
+    if throttled is not None and _may_repair(state, THROTTLING) and throttled != state.throttled:
         emitted += _drift_throttling(state, throttled, source, now, policy)
     return emitted
+
+
+def _may_repair(state: SimState, dimension: str) -> bool:
+    """Nothing pending, and not an intent whose command already failed for good."""
+    return dimension not in state.pending and state.gave_up.get(dimension) != _intent(state, dimension)
 
 
 def _drift_alert(state: SimState, source: str, now: datetime, carrier: str, detail: str) -> Output:

@@ -66,6 +66,9 @@ class SimState:
     """The carrier's last known status: status, throttled, at, source (R26)."""
     results: list[dict[str, Any]] = field(default_factory=list)
     """The last command results received, newest last."""
+    gave_up: dict[str, str] = field(default_factory=dict)
+    """Per dimension, the intent whose command failed for good (no drift repair towards
+    it until the intent changes)."""
     pool_used: dict[str, dict[str, int]] = field(default_factory=dict)
     """What the SIM counted for each pool it was in, per pool month (R17)."""
     pool_hold: dict[str, Any] | None = None
@@ -147,6 +150,7 @@ def profile_to_dict(state: SimState) -> dict[str, Any]:
         "pending": state.pending,
         "carrier": state.carrier,
         "results": state.results,
+        "gave_up": state.gave_up,
         "pool_used": state.pool_used,
         "pool_hold": state.pool_hold,
         "pool_zone": state.pool_zone,
@@ -173,6 +177,7 @@ def profile_from_dict(iccid: str, month: str, ids: IdMemory, obj: dict[str, Any]
         pending={k: dict(v) for k, v in obj.get("pending", {}).items()},
         carrier=obj.get("carrier"),
         results=list(obj.get("results", ())),
+        gave_up=dict(obj.get("gave_up", {})),
         pool_used={k: dict(v) for k, v in obj.get("pool_used", {}).items()},
         pool_hold=obj.get("pool_hold"),
         pool_zone=obj.get("pool_zone"),

@@ -38,6 +38,8 @@ class Served(Protocol):
 
     def ready(self) -> bool: ...
 
+    def unready(self) -> list[str]: ...
+
     def roster(self, pool_id: str) -> set[str] | None:
         """The pool's members, when this worker owns the pool."""
         ...
@@ -55,8 +57,8 @@ def install_views(worker: Served) -> None:
     @app.page("/readyz")
     class Ready(web.View):
         async def get(self, request: web.Request) -> web.Response:
-            ready = worker.ready()
-            return self.json({"ready": ready}, status=200 if ready else 503)
+            why = worker.unready()
+            return self.json({"ready": not why, "unready": why}, status=503 if why else 200)
 
     token = worker.settings.api_token
     expected = f"Bearer {token}".encode() if token is not None else None

@@ -5,6 +5,11 @@ in the billing zone, at real speed, so within about two minutes a newcomer sees 
 reach their quota and get suspended, alerts, dead letters for the feed's bad records,
 and at 00:00 the restores of the new month. Each run uses its own topics and consumer
 group (suffix ``demo-<time>``), so runs never see each other's data.
+
+Next to the worker, `stream-app provision` plays the carrier, with acknowledgement
+tracking on: commands are applied, a few are refused and sent again, and now and then
+the carrier changes a card on its own, which the worker sees in the inventory and
+repairs.
 """
 
 from __future__ import annotations
@@ -27,11 +32,18 @@ from aiokafka import AIOKafkaConsumer
 
 from ..domain.timeutil import format_time, month_bounds, month_of, zone
 from ..settings import Settings
-from ..topics import REGISTRY, env_name
+from ..topics import COMMAND_RESULTS, REGISTRY, env_name
 from .admin import ensure_topics
 from .feed import FeedCounts, FeedOptions, fleet, run_feed
 
 LEAD = timedelta(seconds=90)
+PROVISION_ARGS = (
+    *("--latency", "1s", "--jitter", "2s", "--fail-rate", "0.05", "--reject-rate", "0.01"),
+    # No repeat window: the fleet's heavy users and pools run out seconds before midnight,
+    # so every restore at 00:00 would fail at first, more than a newcomer needs to see.
+    *("--repeat-window", "0", "--inventory-every", "20s", "--drift-rate", "0.01"),
+)
+"""The demo's carrier: enough refusals, resends and drift to watch in two minutes."""
 
 
 def demo_env(base: Settings, now: datetime) -> dict[str, str]:
@@ -47,6 +59,8 @@ def demo_env(base: Settings, now: datetime) -> dict[str, str]:
         "STREAM_APP_TICK_INTERVAL": "5s",
         "STREAM_APP_DATA_DIR": str(Path(base.data_dir) / suffix),
     }
+    if base.command_ack_timeout is None:  # short enough to see a resend in two minutes
+        env["STREAM_APP_COMMAND_ACK_TIMEOUT"] = "20s"
     for spec in REGISTRY:
         env[env_name(spec.logical)] = f"{base.topic(spec.logical)}.{suffix}"
     return env
@@ -57,21 +71,30 @@ class Summary:
 
     def __init__(self) -> None:
         self.suspends = self.restores = self.cancels = self.alerts = self.dead_letters = 0
+        self.applied = self.refused = self.resends = self.drifts = self.pool_stops = 0
 
     def add(self, logical: str, value: dict[str, object]) -> None:
-        if logical == "commands":
+        if logical == "commands" and value.get("attempt", 1) != 1:
+            self.resends += 1
+        elif logical == "commands":
             action = value.get("action")
             self.suspends += action == "suspend"
+            self.pool_stops += action == "suspend" and value.get("reason") == "pool"
             self.restores += action == "restore"
             self.cancels += action == "cancel"
+        elif logical == "command_results":
+            self.applied += value.get("outcome") == "applied"
+            self.refused += value.get("outcome") != "applied"
         elif logical == "alerts":
             self.alerts += 1
+            self.drifts += value.get("kind") == "status_drift"
         elif logical == "deadletter":
             self.dead_letters += 1
 
 
 async def _watch(settings: Settings, summary: Summary) -> None:
-    names = {settings.topic(s.logical): s.logical for s in REGISTRY if s.direction == "out"}
+    watched = [s.logical for s in REGISTRY if s.direction == "out"] + [COMMAND_RESULTS]
+    names = {settings.topic(logical): logical for logical in watched}
     consumer = AIOKafkaConsumer(
         *names,
         **settings.kafka_options(),
@@ -97,13 +120,14 @@ def _ready(port: int) -> bool:
         return False
 
 
-def _start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """The worker in a process group of its own, so that a Ctrl-C reaches the demo alone
-    and the demo stops things in order: the feed first, the summary, then the worker.
-    On Linux it is also told to stop if the demo dies without cleaning up (SIGKILL)."""
+def _start_worker(env: dict[str, str], log_path: Path, *command: str) -> subprocess.Popen[bytes]:
+    """The worker (or another ``command``) in a process group of its own, so that a Ctrl-C
+    reaches the demo alone and the demo stops things in order: the feed first, the
+    summary, then provisioning and the worker. On Linux it is also told to stop if the
+    demo dies without cleaning up (SIGKILL)."""
     with log_path.open("wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "stream_app", "worker"],
+            [sys.executable, "-m", "stream_app", *(command or ("worker",))],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -217,9 +241,13 @@ async def run_demo(base: Settings, options: FeedOptions, duration: float | None)
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     log_path = Path(settings.data_dir) / "worker.log"
     worker = _start_worker(env, log_path)
+    provision_log = Path(settings.data_dir) / "provision.log"
+    seed = ("--seed", str(options.seed))
+    provision = _start_worker(env, provision_log, "provision", *PROVISION_ARGS, *seed)
     port = settings.web_port
     say = print
     say(f"demo: worker pid {worker.pid}, log {log_path}")
+    say(f"demo: provisioning (a simulated carrier) pid {provision.pid}, log {provision_log}")
     say(
         f"demo: simulated clock starts at {settings.clock_start} ({base.timezone}): "
         f"the month ends in {LEAD.seconds} s"
@@ -250,8 +278,11 @@ async def run_demo(base: Settings, options: FeedOptions, duration: float | None)
             print(
                 f"\r{month_of(now, base.timezone)} {now.astimezone(zone(base.timezone)):%H:%M:%S} | "
                 f"{counts.sent:,} records {rate:,}/s | suspends {summary.suspends:,} "
+                f"(pool {summary.pool_stops:,}) "
                 f"restores {summary.restores:,} cancels {summary.cancels:,} | "
-                f"alerts {summary.alerts:,} | dead letters {summary.dead_letters:,}   ",
+                f"alerts {summary.alerts:,} | dead letters {summary.dead_letters:,} | "
+                f"applied {summary.applied:,} failed {summary.refused:,} "
+                f"resends {summary.resends:,} drift {summary.drifts:,}   ",
                 end="",
                 flush=True,
             )
@@ -267,9 +298,12 @@ async def run_demo(base: Settings, options: FeedOptions, duration: float | None)
         say(f"demo: {ended}; feed stopped")
         say(
             f"demo: {counts}; worker sent {summary.suspends} suspends, {summary.restores} restores, "
-            f"{summary.alerts} alerts, {summary.dead_letters} dead letters"
+            f"{summary.alerts} alerts, {summary.dead_letters} dead letters; provisioning applied "
+            f"{summary.applied} and refused {summary.refused}, {summary.resends} resends, "
+            f"{summary.drifts} drifts"
         )
         return status
     finally:
+        _stop_worker(provision)
         _stop_worker(worker)
         stop.close()

@@ -66,8 +66,8 @@ class LocalBroker:
         home = Path(os.environ.get("STREAM_APP_KAFKA_HOME", deploy.parents[1] / ".kafka"))
         return cls(
             home=home.resolve(),
-            port=int(os.environ.get("STREAM_APP_KAFKA_PORT", "9092")),
-            controller_port=int(os.environ.get("STREAM_APP_KAFKA_CONTROLLER_PORT", "9093")),
+            port=_port("STREAM_APP_KAFKA_PORT", 9092),
+            controller_port=_port("STREAM_APP_KAFKA_CONTROLLER_PORT", 9093),
             deploy_dir=deploy,
         )
 
@@ -219,6 +219,17 @@ class LocalBroker:
                 time.sleep(0.5)
             _reap(pid)
         self._pid_file.unlink(missing_ok=True)
+
+
+def _port(name: str, default: int) -> int:
+    raw = os.environ.get(name, str(default))
+    try:
+        port = int(raw)
+    except ValueError:
+        port = 0
+    if not 0 < port < 65536:
+        raise BrokerError(f"{name}={raw!r}: must be a port number")
+    return port
 
 
 def _reap(pid: int) -> None:

@@ -15,6 +15,7 @@ The messages between members and pools are the worker's internal topics, not out
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
@@ -24,7 +25,7 @@ import orjson
 from ..domain import InvalidInput, Output, SimState, Subscription, UsageRecord, due_at, iccid_of
 from ..domain.engine import Input, apply_pool_notice
 from ..domain.fast import DUPLICATE, Lane, fast_usage, lane_of
-from ..domain.inputs import Pool, PoolNotice, pool, pool_notice
+from ..domain.inputs import Pool, PoolNotice, pool, pool_notice, usage_record
 from ..domain.memory import id_hash
 from ..domain.outputs import POOL_NOTICES, POOL_USAGE, dead_letter
 from ..domain.pools import PoolState, Report, apply_pool, apply_report, new_pool, pool_due, pool_tick
@@ -32,7 +33,7 @@ from ..domain.timeutil import TimeFormatError, parse_time
 from ..pipeline import Decision, Source, apply, decide_tick, rejected, validate
 from ..schedule import DueIndex
 from ..settings import Settings
-from ..topics import INPUTS, POOLS
+from ..topics import INPUTS, POOLS, USAGE
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -172,6 +173,9 @@ class Replayer:
             raise InvalidInput("not_an_object", "a message must be a JSON object")
         if logical == POOLS:
             return pool(value)
+        if logical == USAGE:
+            with contextlib.suppress(InvalidInput):
+                return usage_record(value)  # the common case, at once
         iccid_of(value)  # first, as live: a bad ICCID is reported before any other field
         return validate(logical, value)
 

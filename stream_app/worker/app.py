@@ -56,11 +56,11 @@ from ..topics import (
     TICKS,
     USAGE,
 )
-from . import committer, notices
+from . import committer, fetching, notices
 from .batch import Incoming, SimBatch, decide_batch
 from .gaps import GapReader
 from .intake import Intake
-from .logs import logging_config
+from .logs import limit_repeats, logging_config
 from .metrics import Metrics
 from .offsets import Ledger, Partition
 from .ownership import POOL_DUE, Books, PartitionBook, Summary, summary
@@ -134,6 +134,12 @@ class Worker:
             idle_after=2 * settings.tick_interval.total_seconds(),
         )
         committer.install(self.app, self.ledger, [settings.topic(logical) for logical in (*CONSUMED, TICKS)])
+        # Front door (issue 12): input the fetcher cannot decode is held, not fatal; the
+        # broker's last answer decides readiness.
+        self.fetch_watch = fetching.FetchWatch()
+        fetching.install(self.app, self.fetch_watch)
+        self.metrics.held_partitions.set_function(lambda: len(self._held()))
+        self.metrics.kafka_answered.set_function(self.fetch_watch.reached)
         self._install()
 
     def _topic(self, logical: str) -> Any:
@@ -489,12 +495,33 @@ class Worker:
 
     def ready(self) -> bool:
         """Owns partitions and has recovered its tables (and is not rebalancing)."""
+        return not self.unready()
+
+    def unready(self) -> list[str]:
+        """Why the worker is not ready; nothing when it is."""
         app = self.app
         try:
             owns = bool(app.assignor.assigned_actives())
         except Exception:
-            return False
-        return owns and bool(app.tables.actives_ready) and not app.rebalancing
+            owns = False
+        why = [] if owns else ["owns no partition"]
+        if not app.tables.actives_ready:
+            why.append("tables not recovered")
+        if app.rebalancing:
+            why.append("rebalancing")
+        # Front door (issue 12): input it cannot decode, a broker that does not answer.
+        why += [str(held) for held in self._held()]
+        silent = self.fetch_watch.unreached_for()
+        if silent >= self.settings.broker_lost_after.total_seconds():
+            why.append(f"no answer from Kafka for {silent:.0f} s")
+        return why
+
+    def _held(self) -> list[fetching.Held]:
+        try:
+            assigned = self.app.consumer.assignment()
+        except Exception:  # not started yet
+            return []
+        return self.fetch_watch.held_partitions(assigned)
 
     def _install(self) -> None:
         app = self.app
@@ -551,4 +578,5 @@ def run_worker(settings: Settings) -> None:
     # library debug call (aiokafka logs each send) builds a log record: a third of the
     # hot path in a profile. Without it "Ready" is logged instead of spun.
     runner.spinner = None
+    limit_repeats(runner)  # front door (issue 12): a broker outage is not a flood of lines
     runner.execute_from_commandline()

@@ -7,6 +7,20 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+ALERT_KINDS = (
+    "quota_threshold",
+    "quota_forecast",
+    "expiry_upcoming",
+    "grace_ending",
+    "request_rejected",
+    "unknown_sim",
+    "late_usage",
+    "pool_threshold",
+    "pool_forecast",
+    "unknown_pool",
+    "command_failed",
+    "status_drift",
+)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 FRESHNESS_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 6 * 3600.0, 86400.0, 7 * 86400.0)
 
@@ -35,6 +49,8 @@ class Metrics:
             registry=registry,
         )
         self.alerts = Counter("stream_app_alerts", "Alerts sent, by kind", ["kind"], registry=registry)
+        for kind in ALERT_KINDS:  # at 0 from the start: a dashboard's rate has a series to show
+            self.alerts.labels(kind)
         self.charges = Counter("stream_app_charges", "Charges sent, by kind", ["kind"], registry=registry)
         self.dead_letters = Counter(
             "stream_app_dead_letters",
@@ -85,6 +101,8 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
+        for outcome in ("applied", "failed", "rejected"):
+            self.command_results.labels(outcome)
         self.decision_latency = Histogram(
             "stream_app_decision_latency_seconds",
             "From an input's Kafka timestamp to its outputs sent",
@@ -128,4 +146,17 @@ class Metrics:
         )
         self.owned_partitions = Gauge(
             "stream_app_owned_partitions", "Input partitions this worker actively owns", registry=registry
+        )
+        # What stops input at the door (worker/fetching.py); both are set from callbacks.
+        self.held_partitions = Gauge(
+            "stream_app_held_partitions",
+            "Input partitions held at a record batch the worker cannot decode (corrupt, or a codec"
+            " it has no library for); the log and /readyz name topic, partition and offset",
+            registry=registry,
+        )
+        self.kafka_answered = Gauge(
+            "stream_app_kafka_answered_timestamp_seconds",
+            "Wall time Kafka last answered the worker's fetches; /readyz answers 503 once this is"
+            " older than STREAM_APP_BROKER_LOST_AFTER",
+            registry=registry,
         )

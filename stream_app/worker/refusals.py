@@ -109,6 +109,8 @@ class Refusals:
             letter.get("detail", ""),
             describe_payload(letter, limit=100),
             extra={
+                # its own limit, per topic and error: logs.Repeats must not merge them
+                "condition": f"refused {topic} {error}",
                 "fields": {
                     "deadletter_topic": topic,
                     "error": error,
@@ -119,7 +121,7 @@ class Refusals:
                         "detail": letter.get("detail", ""),
                         "payload": excerpt(payload(letter), 100),
                     },
-                }
+                },
             },
         )
         tally.count, tally.example, tally.written_at = 0, None, now

@@ -36,6 +36,12 @@ def test_demo_runs_a_worker_and_a_feed_and_prints_urls_progress_and_a_summary(ka
     summary = re.search(r"demo: 50 subscriptions, (\d+) records sent", out)
     assert summary is not None and int(summary.group(1)) > 0, out
     assert "the month ends in 90 s" in out
+    # provisioning ran next to the worker, is counted on the live line, and was stopped
+    provision = re.search(r"demo: provisioning \(a simulated carrier\) pid (\d+), log (\S+)", out)
+    assert provision is not None, out
+    assert re.search(r"applied \d+ failed \d+ resends \d+ drift \d+", out), out
+    assert gone(int(provision.group(1)))
+    assert "provision: stopped by SIGTERM" in Path(provision.group(2)).read_text()
 
 
 class Demo:
@@ -51,7 +57,7 @@ class Demo:
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # noqa: PLW1509
         )
         self.out = b""
-        self.worker_pid = 0
+        self.worker_pid = self.provision_pid = 0
 
     def wait_for_progress(self, timeout: float = 120) -> None:
         """Until the feed has sent records (the worker is ready and fed)."""
@@ -66,6 +72,9 @@ class Demo:
         found = re.search(rb"demo: worker pid (\d+)", self.out)
         assert found is not None
         self.worker_pid = int(found.group(1))
+        found = re.search(rb"demo: provisioning \(a simulated carrier\) pid (\d+)", self.out)
+        assert found is not None
+        self.provision_pid = int(found.group(1))
 
     def finish(self, timeout: float = 60) -> tuple[int, str, str]:
         assert self.proc.stdout is not None and self.proc.stderr is not None
@@ -95,7 +104,7 @@ def test_a_signal_stops_the_demo_cleanly_with_a_summary_and_its_worker(kafka: st
     assert f"demo: stopped by {signal.Signals(signalled).name}; feed stopped" in out
     assert re.search(r"demo: 50 subscriptions, [1-9]\d* records sent .*; worker sent \d+ suspends", out), out
     assert "Task was destroyed" not in err and "Traceback" not in err, err
-    assert gone(demo.worker_pid)
+    assert gone(demo.worker_pid) and gone(demo.provision_pid)
 
 
 def test_the_demo_stops_its_feed_and_says_so_when_its_worker_dies(kafka: str) -> None:
@@ -110,3 +119,4 @@ def test_the_demo_stops_its_feed_and_says_so_when_its_worker_dies(kafka: str) ->
     assert "demo: the worker exited with status -9; see " in out
     assert re.search(r"feed stopped\ndemo: 50 subscriptions, [1-9]\d* records sent", out), out
     assert "Task was destroyed" not in err and "Traceback" not in err, err
+    assert gone(demo.provision_pid)

@@ -8,20 +8,23 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 
 from stream_app.settings import VARIABLES
+from stream_app.tools.localbroker import free_port
 
 from .scenario import GB, sub_line, tick_line, usage_line
 
 
 def _run(
-    *args: str, stdin: bytes = b"", env: dict[str, str] | None = None
+    *args: str, stdin: bytes = b"", env: dict[str, str] | None = None, unset: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess[bytes]:
+    environment = {k: v for k, v in os.environ.items() if k not in unset}
     return subprocess.run(
         [sys.executable, "-m", "stream_app", *args],
         input=stdin,
         capture_output=True,
-        env={**os.environ, **(env or {})},
+        env={**environment, **(env or {})},
         check=False,
     )
 
@@ -72,7 +75,53 @@ def test_bad_settings_are_all_reported_and_exit_2() -> None:
     assert b"STREAM_APP_PARTITIONS" in result.stderr and b"STREAM_APP_TIMEZONE" in result.stderr
 
 
-COMMANDS = ("worker", "demo", "replay", "feed", "sim", "audit", "deadletters", "settings", "topics", "broker")
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["topics", "create"],
+        ["worker"],
+        ["demo", "--duration", "1"],
+        ["feed", "--records", "1"],
+        ["provision", "--seconds", "1"],
+        ["deadletters"],
+        ["audit", "89860012345678901234"],
+    ],
+    ids=lambda c: c[0],
+)
+def test_a_broker_that_does_not_answer_is_one_line_and_a_failure(command: list[str], tmp_path: Path) -> None:
+    nobody = f"127.0.0.1:{free_port()}"  # a free port: nothing listens there
+    result = _run(*command, env={"KAFKA_BOOTSTRAP_SERVERS": nobody, "STREAM_APP_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 1
+    assert result.stdout == b""  # no worker log either
+    stderr = result.stderr.decode()
+    [line] = stderr.splitlines()
+    assert line.startswith(f"stream-app {command[0]}: no Kafka broker answers at {nobody} ("), line
+    assert "correct KAFKA_BOOTSTRAP_SERVERS" in line
+
+
+def test_unset_the_servers_are_the_local_broker_s_and_the_line_says_how_to_start_it() -> None:
+    port = free_port()
+    result = _run(
+        "topics", "create", env={"STREAM_APP_KAFKA_PORT": str(port)}, unset=("KAFKA_BOOTSTRAP_SERVERS",)
+    )
+    assert result.returncode == 1
+    [line] = result.stderr.decode().splitlines()
+    assert f"no Kafka broker answers at 127.0.0.1:{port} (" in line
+    assert "`make broker-start`" in line
+
+
+def test_a_bad_local_broker_port_is_reported_not_raised() -> None:
+    result = _run("broker", "status", env={"STREAM_APP_KAFKA_PORT": "ninety"})
+    assert result.returncode == 1
+    assert result.stderr.decode().splitlines() == [
+        "broker: STREAM_APP_KAFKA_PORT='ninety': must be a port number"
+    ]
+
+
+COMMANDS = (
+    *("worker", "demo", "replay", "feed", "provision", "sim", "audit", "deadletters", "settings"),
+    *("topics", "broker"),
+)
 
 
 def test_every_command_says_what_it_does_its_formats_and_an_example() -> None:

@@ -352,3 +352,35 @@ def test_every_pending_command_ends_applied_superseded_or_failed(
     assert attempts == list(range(1, len(attempts) + 1)) and len(attempts) <= max_attempts
     assert replayer.states[ICCID].pending == {}
     assert failed <= 1 and (applied or failed == 1)
+
+
+def test_r26_a_rejected_result_with_the_carriers_status_is_not_retried_as_a_reconcile() -> None:
+    out = replay(
+        [*_suspension(), result_line("rejected", at(1), carrier_status="active"), tick_line(at(30))], TRACKING
+    )
+    assert len(of(out, "sim.alerts", kind="command_failed")) == 1
+    assert [(a, n) for a, n, _ in sends(out)] == [("suspend", 1)]
+    # nor by the next inventory rounds, until the intent changes
+    later = replay(
+        [
+            *_suspension(),
+            result_line("rejected", at(1), carrier_status="active"),
+            inventory_line("active", at(60)),
+            inventory_line("active", at(120)),
+            tick_line("2026-04-01T00:00:30+08:00"),  # the month start: restore, a new intent
+            inventory_line("suspended", "2026-04-01T01:00:00+08:00"),
+        ],
+        TRACKING,
+    )
+    assert of(later, "sim.alerts", kind="status_drift") == []
+    actions = [a for a, _n, _ in sends(later)]
+    assert actions[0] == "suspend" and set(actions[1:]) == {"restore"}  # sent again: no result
+
+
+def test_r26_the_last_failed_send_with_the_carriers_status_is_not_retried_as_a_reconcile() -> None:
+    env = {**TRACKING, "STREAM_APP_COMMAND_MAX_ATTEMPTS": "1"}
+    out = replay(
+        [*_suspension(), result_line("failed", at(1), carrier_status="active"), tick_line(at(30))], env
+    )
+    assert len(of(out, "sim.alerts", kind="command_failed")) == 1
+    assert of(out, "sim.alerts", kind="status_drift") == []

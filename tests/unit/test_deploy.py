@@ -12,12 +12,14 @@
 * prometheus.yml passes ``promtool check config``.
 * The Dockerfile has the essentials (base image, non-root user, entry point, health check).
 
-Only the promtool tests can skip, and only when promtool is not installed.
+Only the promtool tests can skip, and only when promtool is not installed outside CI
+(``make tools`` installs it; under CI, with ``CI`` set, they fail instead).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -265,22 +267,33 @@ def test_dashboard_names_only_metrics_that_stream_app_defines() -> None:
     assert not unknown, f"not in stream_app/metrics.py (mind the _total of counters): {sorted(unknown)}"
 
 
-def _grafana_to_promql(expr: str) -> str:
-    """Grafana's variables replaced by values Prometheus parses."""
-    expr = re.sub(r"\$(?:\{__\w+\}|__\w+)", "5m", expr)  # $__rate_interval, ${__range}, ...
-    return _GRAFANA_VARIABLES.sub(".*", expr)  # $instance (a regex matcher value)
+def grafana_to_promql(expr: str, interval: str = "5m") -> str:
+    """Grafana's variables replaced by values Prometheus parses: its interval variables
+    ($__rate_interval, ${__range}, ...) by ``interval``, a dashboard variable ($instance,
+    a regex matcher value) by its "All" value."""
+    expr = re.sub(r"\$(?:\{__\w+\}|__\w+)", interval, expr)
+    return _GRAFANA_VARIABLES.sub(".*", expr)
+
+
+def prometheus_binary(name: str) -> str:
+    """A binary of Debian's ``prometheus`` package (``make tools`` installs it). Missing,
+    the test skips and says so, except under CI (``CI`` set), where it fails."""
+    path = shutil.which(name)
+    if path is None:
+        missing = f"{name} is not installed: `make tools` installs it (Debian: apt-get install prometheus)"
+        if os.environ.get("CI"):
+            pytest.fail(missing)
+        pytest.skip(missing)
+    return path
 
 
 def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.skip("promtool is not installed (Debian: apt-get install prometheus)")
-    return path
+    return prometheus_binary("promtool")
 
 
 def test_dashboard_expressions_are_valid_promql(tmp_path: Path) -> None:
     rules = [
-        {"record": f"dashboard:expression_{n}:check", "expr": _grafana_to_promql(expr)}
+        {"record": f"dashboard:expression_{n}:check", "expr": grafana_to_promql(expr)}
         for n, expr in enumerate(dashboard_expressions())
     ]
     path = tmp_path / "dashboard-rules.yml"

@@ -484,6 +484,8 @@ def _results_and_drift(s: _Script) -> None:
         "sim.inventory",
         {"event_id": "inv-2", "iccid": GONE, "status": "cancelled", "at": "2026-03-03T09:00:00+08:00"},
     )
+    throttle_id = derive_id("command", LOOSE, "throttle", "quota", "usage", f"{LOOSE}-1", "2026-03")
+    s.add("sim.command-results", _result("res-5", LOOSE, throttle_id, "applied", "2026-03-03T08:32:00+08:00"))
     s.add(
         "sim.inventory",
         {
@@ -1136,3 +1138,9 @@ def test_property_validator_and_schema_agree(kind: str, data: st.DataObject) -> 
     verdict = code_verdict(kind, message)
     assume(verdict is not None)
     assert schema_accepts(kind, message) is verdict, (message, errors(kind, message))
+
+
+def test_the_metrics_know_every_alert_kind() -> None:
+    from stream_app.worker.metrics import ALERT_KINDS
+
+    assert set(ALERT_KINDS) == set(schema("alert")["properties"]["kind"]["enum"])

@@ -124,6 +124,23 @@ def test_kafka_security_settings_become_client_options_and_hide_the_password() -
     }
 
 
+def test_unset_bootstrap_servers_follow_the_local_broker_s_port() -> None:
+    assert Settings.from_env({}).bootstrap_servers == "127.0.0.1:9092"
+    assert Settings.from_env({"STREAM_APP_KAFKA_PORT": "19092"}).bootstrap_servers == "127.0.0.1:19092"
+    given = {"STREAM_APP_KAFKA_PORT": "19092", "KAFKA_BOOTSTRAP_SERVERS": "kafka-1:9092,kafka-2:9092"}
+    assert Settings.from_env(given).bootstrap_servers == "kafka-1:9092,kafka-2:9092"
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"STREAM_APP_KAFKA_PORT": "ninety", "STREAM_APP_BROKER_LOST_AFTER": "0s"})
+    problems = "\n".join(caught.value.problems)
+    assert "STREAM_APP_KAFKA_PORT='ninety'" in problems
+    assert "STREAM_APP_BROKER_LOST_AFTER='0s'" in problems
+
+
+def test_readiness_gives_up_on_the_broker_after_a_setting() -> None:
+    assert Settings.from_env({}).broker_lost_after == timedelta(seconds=30)
+    assert Settings.from_env({"STREAM_APP_BROKER_LOST_AFTER": "5s"}).broker_lost_after == timedelta(seconds=5)
+
+
 def test_a_misspelled_setting_stops_the_start_with_the_closest_real_name() -> None:
     with pytest.raises(SettingsError) as caught:
         Settings.from_env(
