@@ -66,6 +66,7 @@ from .offsets import Ledger, Partition
 from .ownership import POOL_DUE, Books, PartitionBook, Summary, summary
 from .pooling import PoolScan, decide_pools, joined, split_by_pool
 from .refusals import Refusals
+from .routing import Partitioner
 from .writer import Write, Writer, Written
 
 log = logging.getLogger("stream_app")
@@ -107,6 +108,7 @@ class Worker:
             # again after a restart (docs/reliability.md).
             broker_max_poll_records=1000,
             producer_linger=0.005,
+            producer_partitioner=Partitioner(),  # the default's, with hashes remembered
             key_serializer="raw",
             value_serializer="raw",
         )

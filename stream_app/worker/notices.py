@@ -18,24 +18,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
-from aiokafka.partitioner import DefaultPartitioner
 
-from ..domain import Output
+from ..domain import InvalidInput, Output
+from ..domain.inputs import PoolNotice, iccid_of, pool_notice
 from ..topics import POOL_NOTICES
 from .batch import Incoming
+from .routing import partition_of
 
 NOTICES_PER_MESSAGE = 1000
 MEMBERS = "iccids"
 """A group's field: the ICCIDs of the members it tells (instead of ``iccid``)."""
-
-_partitioner = DefaultPartitioner()
-
-
-def partition_of(iccid: str, partitions: int) -> int:
-    """The partition Kafka's default partitioner sends a key to (what the worker's
-    producer does with every ICCID-keyed message)."""
-    everyone = list(range(partitions))
-    return int(_partitioner(iccid.encode(), everyone, everyone))
 
 
 def grouped(outputs: list[Output], partitions: int, size: int = NOTICES_PER_MESSAGE) -> list[Output]:
@@ -64,7 +56,9 @@ def _groups(run: list[Output], partitions: int, size: int) -> list[Output]:
     shared = {k: v for k, v in run[0].value.items() if k != "iccid"}
     by_partition: dict[int, list[str]] = {}
     for output in run:
-        by_partition.setdefault(partition_of(output.key, partitions), []).append(output.key)
+        # Not remembered: a pool's members outnumber the hashes kept, and the members'
+        # side hashes each again just before it sends the member's command and audit.
+        by_partition.setdefault(partition_of(output.key, partitions, remember=False), []).append(output.key)
     groups = []
     for _partition, members in sorted(by_partition.items()):
         for first in range(0, len(members), size):
@@ -87,10 +81,16 @@ def expanded(batch: list[Incoming], partitions: int, size: int) -> Iterator[list
             part.append(incoming)
         else:
             value, iccids = members
+            shared = _validated(value, iccids)
             for iccid in iccids:
                 own = partition_of(iccid, partitions) == incoming.source.partition
-                raw = orjson.dumps({**value, "iccid": iccid})
-                part.append(incoming._replace(raw=raw, key=iccid.encode() if own else b""))
+                notice = {**value, "iccid": iccid}
+                # Validated once for the group (all but the ICCID are the same): the
+                # member's ICCID is checked on its own.
+                item = _notice(shared, iccid) if own else None
+                part.append(
+                    incoming._replace(raw=orjson.dumps(notice), key=iccid.encode() if own else b"", item=item)
+                )
                 if len(part) >= size:
                     yield part
                     part = []
@@ -99,6 +99,25 @@ def expanded(batch: list[Incoming], partitions: int, size: int) -> Iterator[list
             part = []
     if part:
         yield part
+
+
+def _validated(value: dict[str, Any], iccids: list[str]) -> PoolNotice | None:
+    """The group's notice as the first member's, validated; None if it is not valid
+    (each member's notice then goes through the pipeline, which dead-letters it)."""
+    try:
+        return pool_notice({**value, "iccid": iccids[0]}) if iccids else None
+    except InvalidInput:
+        return None
+
+
+def _notice(shared: PoolNotice | None, iccid: str) -> PoolNotice | None:
+    if shared is None:
+        return None
+    try:
+        valid = iccid_of({"iccid": iccid})
+    except InvalidInput:
+        return None
+    return PoolNotice(valid, {**shared.value, "iccid": valid}) if valid == iccid else None
 
 
 def _members(raw: bytes | None) -> tuple[dict[str, Any], list[str]] | None:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 
-from stream_app.domain import Output, Policy
+from stream_app.domain import InvalidInput, Output, Policy
 from stream_app.domain.inputs import pool
 from stream_app.domain.pools import JOIN, USAGE, Report, apply_pool, apply_report, new_pool
 from stream_app.pipeline import Source, parse
 from stream_app.topics import POOL_NOTICES
 from stream_app.worker.batch import Incoming
-from stream_app.worker.notices import MEMBERS, expanded, grouped, partition_of
+from stream_app.worker.notices import MEMBERS, expanded, grouped
+from stream_app.worker.routing import partition_of
 
 from .scenario import GB, t
 
@@ -81,7 +83,11 @@ def test_one_steps_notices_go_as_one_message_per_member_partition_and_come_back_
     by_member = {i.key: orjson.loads(i.raw or b"") for i in received}
     assert all(by_member[o.key.encode()] == o.value for o in notices)  # the very notices the pool decided
     for incoming in received:
-        assert parse(POOL_NOTICES, incoming.raw, 65536, incoming.key).iccid == (incoming.key or b"").decode()
+        parsed = parse(POOL_NOTICES, incoming.raw, 65536, incoming.key)
+        assert parsed.iccid == (incoming.key or b"").decode()
+        # a group's members come validated already, as the pipeline would have them
+        assert incoming.item == parsed or MEMBERS not in orjson.loads(incoming.raw or b"{}")
+    assert sum(1 for i in received if i.item is not None) == 50
 
 
 def test_expanded_notices_come_in_parts_of_at_most_the_given_size() -> None:
@@ -97,6 +103,22 @@ def test_a_member_in_a_group_sent_to_another_partition_is_refused_not_applied_th
     )
     (part,) = expanded([group], PARTITIONS, size=100)
     assert [i.key for i in part][1] == b""  # the pipeline dead-letters it as key_mismatch
+    assert part[1].item is None
+
+
+def test_a_group_that_is_not_a_valid_notice_is_left_to_the_pipeline_to_refuse() -> None:
+    value = {"pool_id": "fleet-1", "action": "vanished", "month": "2026-03", MEMBERS: MEMBERS_OF[:1]}
+    group = Incoming(
+        Source("sim.pool-notices", partition_of(MEMBERS_OF[0], PARTITIONS), 5),
+        orjson.dumps(value),
+        MEMBERS_OF[0].encode(),
+        None,
+        None,
+    )
+    ((member,),) = expanded([group], PARTITIONS, size=100)
+    assert member.item is None and member.key == MEMBERS_OF[0].encode()
+    with pytest.raises(InvalidInput):
+        parse(POOL_NOTICES, member.raw, 65536, member.key)
 
 
 def test_a_message_that_is_not_a_group_passes_as_it_is() -> None:
