@@ -270,7 +270,7 @@ class Worker:
         if logical in (POOLS, POOL_USAGE):
             return await self._decide_pools(logical, batch)
         if logical == POOL_NOTICES:  # a pool's notices come many to a message (notices.py)
-            parts = notices.expanded(batch, self.settings.partitions, BATCH_SIZE)
+            parts = notices.expanded(batch, self.settings.partitions)
             return joined([await self._decide_sims(logical, part) for part in parts])
         return await self._decide_sims(logical, batch)
 

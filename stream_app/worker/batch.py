@@ -31,6 +31,8 @@ class Incoming(NamedTuple):
     """The message's Kafka timestamp (seconds), for decision latency."""
     ref: object
     """The framework's event, opaque here (it routes the SIM's changelog write)."""
+    item: Input | None = None
+    """The message already validated, when it was (one member's notice out of a group)."""
 
 
 class SimBatch(NamedTuple):
@@ -54,7 +56,7 @@ def decide_batch(
     by_sim: dict[str, list[tuple[Incoming, Input]]] = {}
     for incoming in batch:
         try:
-            item = parse(logical, incoming.raw, max_bytes, incoming.key)
+            item = incoming.item or parse(logical, incoming.raw, max_bytes, incoming.key)
         except InvalidInput as exc:
             invalid.append(
                 (incoming, rejected(incoming.source, incoming.raw, None, exc.code, exc.detail, "invalid"))

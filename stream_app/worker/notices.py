@@ -26,6 +26,8 @@ from .batch import Incoming
 from .routing import partition_of
 
 NOTICES_PER_MESSAGE = 1000
+NOTICES_PER_PART = 2000
+"""Members' notices decided and written at a time, out of the groups of a batch."""
 MEMBERS = "iccids"
 """A group's field: the ICCIDs of the members it tells (instead of ``iccid``)."""
 
@@ -67,7 +69,9 @@ def _groups(run: list[Output], partitions: int, size: int) -> list[Output]:
     return groups
 
 
-def expanded(batch: list[Incoming], partitions: int, size: int) -> Iterator[list[Incoming]]:
+def expanded(
+    batch: list[Incoming], partitions: int, size: int = NOTICES_PER_PART
+) -> Iterator[list[Incoming]]:
     """The members' side: each group becomes one notice per member (same offset), in
     parts of at most ``size`` notices, each decided and written on its own so that the
     first members' commands go out while the next are decided. A message that is not a
