@@ -31,8 +31,6 @@ class Incoming(NamedTuple):
     """The message's Kafka timestamp (seconds), for decision latency."""
     ref: object
     """The framework's event, opaque here (it routes the SIM's changelog write)."""
-    item: Input | None = None
-    """The message already validated, when it was (one member's notice out of a group)."""
 
 
 class SimBatch(NamedTuple):
@@ -56,7 +54,7 @@ def decide_batch(
     by_sim: dict[str, list[tuple[Incoming, Input]]] = {}
     for incoming in batch:
         try:
-            item = incoming.item or parse(logical, incoming.raw, max_bytes, incoming.key)
+            item = parse(logical, incoming.raw, max_bytes, incoming.key)
         except InvalidInput as exc:
             invalid.append(
                 (incoming, rejected(incoming.source, incoming.raw, None, exc.code, exc.detail, "invalid"))

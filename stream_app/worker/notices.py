@@ -19,8 +19,7 @@ from typing import Any
 
 import orjson
 
-from ..domain import InvalidInput, Output
-from ..domain.inputs import PoolNotice, iccid_of, pool_notice
+from ..domain import Output
 from ..topics import POOL_NOTICES
 from .batch import Incoming
 from .routing import partition_of
@@ -85,16 +84,10 @@ def expanded(
             part.append(incoming)
         else:
             value, iccids = members
-            shared = _validated(value, iccids)
             for iccid in iccids:
                 own = partition_of(iccid, partitions) == incoming.source.partition
-                notice = {**value, "iccid": iccid}
-                # Validated once for the group (all but the ICCID are the same): the
-                # member's ICCID is checked on its own.
-                item = _notice(shared, iccid) if own else None
-                part.append(
-                    incoming._replace(raw=orjson.dumps(notice), key=iccid.encode() if own else b"", item=item)
-                )
+                raw = orjson.dumps({**value, "iccid": iccid})
+                part.append(incoming._replace(raw=raw, key=iccid.encode() if own else b""))
                 if len(part) >= size:
                     yield part
                     part = []
@@ -103,25 +96,6 @@ def expanded(
             part = []
     if part:
         yield part
-
-
-def _validated(value: dict[str, Any], iccids: list[str]) -> PoolNotice | None:
-    """The group's notice as the first member's, validated; None if it is not valid
-    (each member's notice then goes through the pipeline, which dead-letters it)."""
-    try:
-        return pool_notice({**value, "iccid": iccids[0]}) if iccids else None
-    except InvalidInput:
-        return None
-
-
-def _notice(shared: PoolNotice | None, iccid: str) -> PoolNotice | None:
-    if shared is None:
-        return None
-    try:
-        valid = iccid_of({"iccid": iccid})
-    except InvalidInput:
-        return None
-    return PoolNotice(valid, {**shared.value, "iccid": valid}) if valid == iccid else None
 
 
 def _members(raw: bytes | None) -> tuple[dict[str, Any], list[str]] | None:
