@@ -385,7 +385,8 @@ def pool_entries(stored: PoolStored) -> list[Entry]:
     The pool's value carries those rows too: the totals and the rows they were summed
     from are then written in one record, and a crash before the rows themselves are
     written leaves them in the pool's value, which reading prefers (``load_pool``).
-    The next write of the pool drops them: by then the rows were written before it.
+    The next write of the pool drops the rows that were written since, and carries
+    those that were not (``load_pool`` marks them changed), so none is ever lost.
     """
     state = stored.state
     rows = {iccid: member_to_dict(state.members[iccid]) for iccid in sorted(state.touched)}
@@ -406,8 +407,17 @@ def load_pool(
         return None
     obj = orjson.loads(raw)
     state = pool_from_dict(obj)
-    pending = obj.get("rows", {})
+    pending: dict[str, Any] = obj.get("rows", {})
+    for iccid, row in pending.items():
+        if get(member_key(pool_id, iccid)) != orjson.dumps(row):
+            # In the pool's value but not under its own key: a crash came between the
+            # two writes. The next write of the pool writes it again (or the pool's
+            # value would drop it, and the member's next report be counted twice).
+            state.members[iccid] = member_from_dict(row)
+            state.touched.add(iccid)
     for iccid in iccids:
+        if iccid in state.members:
+            continue
         row = pending.get(iccid)
         if row is None:
             stored_row = get(member_key(pool_id, iccid))

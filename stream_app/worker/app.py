@@ -38,8 +38,8 @@ from prometheus_client import CollectorRegistry
 
 from .. import codec
 from ..codec import PoolStored, Stored, stored_of
-from ..domain import CommandResult, UsageRecord
-from ..domain.pools import PoolState, pool_from_dict, pool_tick
+from ..domain import CommandResult, Output, UsageRecord
+from ..domain.pools import PoolState, pool_tick
 from ..ops.web import install_views
 from ..pipeline import Decision, Source, decide_tick
 from ..settings import Settings
@@ -50,13 +50,14 @@ from ..topics import (
     COMMANDS,
     CONSUMED,
     DEADLETTER,
+    POOL_NOTICES,
     POOL_USAGE,
     POOLS,
     SENT,
     TICKS,
     USAGE,
 )
-from . import committer, fetching
+from . import committer, fetching, notices
 from .batch import Incoming, SimBatch, decide_batch
 from .gaps import GapReader
 from .intake import Intake
@@ -64,8 +65,9 @@ from .logs import limit_repeats, logging_config
 from .metrics import Metrics
 from .offsets import Ledger, Partition
 from .ownership import POOL_DUE, Books, PartitionBook, Summary, summary
-from .pooling import decide_pools
+from .pooling import PoolScan, decide_pools, joined, split_by_pool
 from .refusals import Refusals
+from .routing import Partitioner
 from .writer import Write, Writer, Written
 
 log = logging.getLogger("stream_app")
@@ -107,6 +109,7 @@ class Worker:
             # again after a restart (docs/reliability.md).
             broker_max_poll_records=1000,
             producer_linger=0.005,
+            producer_partitioner=Partitioner(),  # the default's, with hashes remembered
             key_serializer="raw",
             value_serializer="raw",
         )
@@ -215,8 +218,7 @@ class Worker:
         owned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == ticks}
         building = {p: PartitionBook() for p in owned | {partition} if p not in self.books.partitions}
         generation = self.books.generation
-        pools: dict[str, PoolStored] = {}
-        members: dict[str, set[str]] = {}
+        pools = PoolScan()
         for n, (key, raw) in enumerate(list(self.table.items())):
             if n % 2000 == 1999:
                 await asyncio.sleep(0)
@@ -227,20 +229,15 @@ class Worker:
                     if target is not None:
                         self.books.add(target, card)
                 elif codec.is_pool_key(key) or codec.is_member_key(key):
-                    pool_id, iccid, value = codec.read_pool_index(key, raw)
-                    if iccid is None:
-                        pools[pool_id] = PoolStored(pool_from_dict(value), value.get("p"))
-                    elif value["in"]:
-                        members.setdefault(pool_id, set()).add(iccid)
+                    pools.add(key, raw)
             except Exception:
                 log.exception("stored state of %r cannot be decoded; skipped", key)
         if generation != self.books.generation:  # a rebalance came meanwhile: build again
             return await self.book(partition)
         for number, built in building.items():
             self.books.partitions.setdefault(number, built)
-        for pool_id, stored in pools.items():
+        for stored in pools.pools():
             if stored.partition in building:
-                stored.state.roster = members.get(pool_id, set())
                 self.books.record_pool(stored.partition, stored)
         for number, built in building.items():
             sims = sum(built.statuses[s] for s in ("active", "suspended", "cancelled"))
@@ -273,6 +270,12 @@ class Worker:
     async def _decide_and_apply(self, logical: str, batch: list[Incoming]) -> Written:
         if logical in (POOLS, POOL_USAGE):
             return await self._decide_pools(logical, batch)
+        if logical == POOL_NOTICES:  # a pool's notices come many to a message (notices.py)
+            parts = notices.expanded(batch, self.settings.partitions)
+            return joined([await self._decide_sims(logical, part) for part in parts])
+        return await self._decide_sims(logical, batch)
+
+    async def _decide_sims(self, logical: str, batch: list[Incoming]) -> Written:
         now = self.clock.now()
         by_key = {i.key: i.ref for i in batch}
         invalid, sims = decide_batch(
@@ -293,7 +296,11 @@ class Worker:
         return written
 
     async def _decide_pools(self, logical: str, batch: list[Incoming]) -> Written:
-        """Pool definitions and members' reports (R17-R21): one load and write per pool."""
+        """Pool definitions and members' reports (R17-R21): one load and write per pool
+        and part of the batch (pooling.split_by_pool bounds what one write holds)."""
+        return joined([await self._decide_pool_part(logical, part) for part in split_by_pool(batch)])
+
+    async def _decide_pool_part(self, logical: str, batch: list[Incoming]) -> Written:
         now = self.clock.now()
         refs: dict[bytes | None, Any] = {i.key: i.ref for i in batch}
         partitions = {i.key: i.source.partition for i in batch}
@@ -312,7 +319,8 @@ class Worker:
         invalid, pools = decide_pools(logical, batch, load, now, self.policy, self.settings.max_message_bytes)
         writes = [Write(None, None, d.outputs, i.source, None, i.ref) for i, d in invalid]
         writes += [
-            Write(p.pool_id, PoolStored(p.state), p.outputs, p.last.source, None, p.last.ref) for p in pools
+            Write(p.pool_id, PoolStored(p.state), self._grouped(p.outputs), p.last.source, None, p.last.ref)
+            for p in pools
         ]
         written = await self.writer.write(writes)
         outcomes: Counter[str] = Counter(d.outcome for _i, d in invalid)
@@ -437,7 +445,10 @@ class Worker:
             return None
         finally:
             _current_event.reset(token)
-        return Write(key, PoolStored(step.state), step.outputs, source, None, event)
+        return Write(key, PoolStored(step.state), self._grouped(step.outputs), source, None, event)
+
+    def _grouped(self, outputs: list[Output]) -> list[Output]:
+        return notices.grouped(outputs, self.settings.partitions)
 
     async def _every_tick_interval(self) -> None:
         # An exception escaping a timer crashes the whole worker: log and go on.
