@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint setup jars tools bench chaos broker-start broker-stop clean
+.PHONY: run test lint setup jars tools bench bench-pools chaos broker-start broker-stop clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,13 @@ SIMS ?= 100000
 MEMORY_SIMS ?= 1000000
 bench: jars
 	$(BIN)/python bench/bench.py --records $(RECORDS) --sims $(SIMS) --memory-sims $(MEMORY_SIMS)
+
+# A pool of 100,000 members running out (R21): from the record that exhausts it to the
+# last member's suspend command, then a fresh worker recovering the pool; a few minutes.
+# `make bench-pools MEMBERS=10000` for a quick look. Prints figures, writes bench-pools.json.
+MEMBERS ?= 100000
+bench-pools: jars
+	$(BIN)/python bench/pools.py --members $(MEMBERS)
 
 # Chaos (issue #7): the real worker killed with SIGKILL at random moments, two workers
 # failing over, a broker restarted mid-stream; every SIM's monthly totals and the

@@ -1,4 +1,4 @@
-"""The `stream-app` command: worker, demo, replay, feed, provision, sim, pool, audit,
+"""The `stream-app` command: worker, demo, replay, feed, provision, sim, sims, pool, audit,
 deadletters, settings, topics, broker. What each one says in --help is in clihelp.py."""
 
 from __future__ import annotations
@@ -104,6 +104,28 @@ def parser() -> argparse.ArgumentParser:
         commands, "sim", "show one SIM's state, asked of a worker", clihelp.SIM, clihelp.SIM_EPILOG
     )
     sim.add_argument("iccid")
+    sims = _command(
+        commands,
+        "sims",
+        "list the SIMs that match a filter, asked of a worker",
+        clihelp.SIMS,
+        clihelp.SIMS_EPILOG,
+    )
+    sims.add_argument("--status", help="active, suspended or cancelled (several: comma-separated)")
+    sims.add_argument("--reason", help="quota, arrears, expiry, manual or pool (several: comma-separated)")
+    sims.add_argument("--pool", metavar="POOL_ID", help="members of this pool (流量池)")
+    sims.add_argument("--throttled", action="store_true", help="only throttled SIMs")
+    sims.add_argument(
+        "--pending",
+        nargs="?",
+        const="true",
+        metavar="DIMENSION",
+        help="only SIMs with a command waiting for its result (suspension or throttling: only that one)",
+    )
+    sims.add_argument("--limit", type=int, default=100, metavar="N", help="how many to list (100)")
+    sims.add_argument("--after", metavar="ICCID", help="start after this ICCID (a previous list's cursor)")
+    sims.add_argument("--all", action="store_true", help="every one, to the end (ignores --limit)")
+    sims.add_argument("--json", action="store_true", help="one JSON object a line, for scripts")
     pool = _command(
         commands, "pool", "show one pool (流量池), asked of a worker", clihelp.POOL, clihelp.POOL_EPILOG
     )
@@ -210,6 +232,8 @@ def _run(args: argparse.Namespace) -> int:
         from .ops.simview import show
 
         return show(settings, args.iccid)
+    if args.command == "sims":
+        return _sims(settings, args)
     if args.command == "pool":
         from .ops.poolview import show as show_pool
 
@@ -334,6 +358,21 @@ def _deadletters(settings: Settings, args: argparse.Namespace) -> int:
     except ReadError as exc:
         print(f"deadletters: {exc}", file=sys.stderr)
         return 1
+
+
+def _sims(settings: Settings, args: argparse.Namespace) -> int:
+    from .ops import simsview
+
+    if args.limit < 1:
+        print("sims: --limit must be at least 1", file=sys.stderr)
+        return 2
+    named = {"status": args.status, "reason": args.reason, "pool": args.pool, "pending": args.pending}
+    params = {name: value for name, value in named.items() if value is not None}
+    if args.throttled:
+        params["throttled"] = "true"
+    if args.after:
+        params["after"] = args.after
+    return simsview.show(settings, params, None if args.all else args.limit, args.json)
 
 
 def _settings() -> int:

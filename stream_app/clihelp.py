@@ -20,6 +20,7 @@ examples:
   stream-app worker                                 run a worker (Ctrl-C stops it)
   stream-app replay march.jsonl > outputs.jsonl     the engine over a file, no Kafka
   stream-app audit 89860012345678901234             why a SIM is (or is not) stopped
+  stream-app sims --status suspended --reason quota which SIMs are stopped for quota
   stream-app deadletters --since 1h                 what was refused in the last hour
 
 'stream-app COMMAND --help' tells more about each command."""
@@ -169,6 +170,25 @@ input:   the ICCID; the worker at STREAM_APP_WEB_HOST:STREAM_APP_WEB_PORT (with
 output:  a few lines for a person; exit 1 when no worker answers or the SIM is unknown
 example:
   stream-app sim 89860012345678901234"""
+
+SIMS = """\
+List the SIMs that match a filter, across every worker of the group (the worker asked
+gathers from its peers), in ICCID order: which SIMs are suspended, and why; the members
+of a pool; the throttled ones; those with a command waiting for its result. Each filter
+narrows the list; with none, every SIM is listed."""
+
+SIMS_EPILOG = """\
+input:   the filters; the worker at STREAM_APP_WEB_HOST:STREAM_APP_WEB_PORT (with
+         STREAM_APP_API_TOKEN when the API asks for one)
+output:  a table (ICCID, status, reasons, pool, notes) and a count, with the cursor to
+         go on from when there are more; with --json one JSON object a line (iccid,
+         status, reasons, throttled, pending, pool_id) and the count on standard error.
+         Exit 1 when no worker answers, 3 when some partitions did not answer (their
+         worker is down or rebalancing: the list is incomplete, and says which).
+examples:
+  stream-app sims --status suspended --reason quota
+  stream-app sims --reason arrears,expiry --all --json > stopped.jsonl
+  stream-app sims --pool fleet-1 --throttled"""
 
 POOL = """\
 Show one pool (流量池), asked of a worker's HTTP API (any worker: the one that owns the

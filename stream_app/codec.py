@@ -9,7 +9,8 @@ key                       value
 ``ICCID``                 the *card* (binary, ~60 bytes + 8 per recent id): the month,
                           its total, the newest remembered ids, the fast lane (what the
                           common record needs, domain/fast.py), status, reasons, next due
-                          time; after a step of the general engine, the profile too
+                          time, a pooled SIM's pool id; after a step of the general
+                          engine, the profile too
 ``ICCID/p``               the *profile* (JSON): plan, reasons, months, alerts fired,
                           balance, expiry, last commands
 ``ICCID/m``               the dedupe memory's middle tier and its list of segments
@@ -51,6 +52,9 @@ Entry = tuple[bytes, bytes | None]
 PROFILE, MIDDLE_TIER, SEGMENT = b"/p", b"/m", b"/s"
 _VERSION = 2
 _LANE, _CANCELLED, _EMBEDDED, _THROTTLED = 1, 2, 4, 8
+_POOLED = 64
+"""The card carries its pool id after the recent ids: one length byte, then the id.
+Only a pooled SIM's card has it, so the others stay as long as before."""
 PENDING_BITS = {"suspension": 16, "throttling": 32}
 REASON_BITS = {"quota": 1, "arrears": 2, "expiry": 4, "manual": 8, "pool": 16}
 _CARD = struct.Struct("<BBBxiIqIIdqqIH")
@@ -129,6 +133,9 @@ def _card(hot: Hot, profile: bytes | None) -> bytes:
     for reason in hot.reasons:
         reasons |= REASON_BITS[reason]
     recent = hot.ids.recent
+    pool = _pool_field(hot.pool_id)
+    if pool:
+        flags |= _POOLED
     head = _CARD.pack(
         _VERSION,
         flags,
@@ -144,7 +151,24 @@ def _card(hot: Hot, profile: bytes | None) -> bytes:
         hot.ids.recent_newest,
         len(recent) // HASH_BYTES,
     )
-    return head + recent + (profile or b"")
+    return head + recent + pool + (profile or b"")
+
+
+def _pool_field(pool_id: str | None) -> bytes:
+    if pool_id is None:
+        return b""
+    raw = pool_id.encode()
+    if not 0 < len(raw) < 256:
+        raise ValueError(f"pool id of {len(raw)} bytes cannot be stored in a card")
+    return bytes((len(raw),)) + raw
+
+
+def _read_pool(raw: bytes, at: int, flags: int) -> tuple[str | None, int]:
+    """The card's pool id, if any, and where what follows it starts."""
+    if not flags & _POOLED:
+        return None, at
+    end = at + 1 + raw[at]
+    return raw[at + 1 : end].decode(), end
 
 
 def sim_entries(stored: Stored) -> list[Entry]:
@@ -202,28 +226,43 @@ class Card:
     partition: int | None
     throttled: bool = False
     pending: frozenset[str] = frozenset()
+    pool_id: str | None = None
 
 
-_REASONS = tuple(REASON_BITS.items())
+_REASON_SETS = tuple(
+    frozenset(name for name, bit in REASON_BITS.items() if mask & bit)
+    for mask in range(2 ** len(REASON_BITS))
+)
+"""Every set of reasons, by its bits: a card is read for each SIM a book or listing sees."""
+_PENDING_MASK = sum(PENDING_BITS.values())
+_PENDING_SETS = {
+    mask: frozenset(name for name, bit in PENDING_BITS.items() if mask & bit)
+    for mask in range(_PENDING_MASK + 1)
+}
 
 
 def _reasons(mask: int) -> frozenset[str]:
-    return frozenset(name for name, bit in _REASONS if mask & bit)
+    return _REASON_SETS[mask]
 
 
 def _pending(flags: int) -> frozenset[str]:
-    return frozenset(name for name, bit in PENDING_BITS.items() if flags & bit)
+    return _PENDING_SETS[flags & _PENDING_MASK]
 
 
 def read_card(iccid: str, raw: bytes, policy: Policy) -> Card:
     """The index fields of a SIM's card (``raw`` is the value under the ICCID key)."""
     if raw[:1] == b"{":
         hot = stored_of(_state_v1(iccid, orjson.loads(raw)), policy).hot
-        return Card(iccid, hot.status, hot.reasons, hot.due, hot.partition, hot.throttled, hot.pending)
-    _v, flags, reasons, partition, _month, _used, _start, _end, due, *_lane = _CARD.unpack_from(raw)
+        return Card(
+            iccid, hot.status, hot.reasons, hot.due, hot.partition, hot.throttled, hot.pending, hot.pool_id
+        )
+    _v, flags, reasons, partition, _month, _used, _start, _end, due, *_lane, count = _CARD.unpack_from(raw)
     status = "cancelled" if flags & _CANCELLED else "suspended" if reasons else "active"
     where = None if partition < 0 else partition
-    return Card(iccid, status, _reasons(reasons), due, where, bool(flags & _THROTTLED), _pending(flags))
+    pool_id, _ = _read_pool(raw, _CARD.size + count * HASH_BYTES, flags)
+    return Card(
+        iccid, status, _reasons(reasons), due, where, bool(flags & _THROTTLED), _pending(flags), pool_id
+    )
 
 
 def load_sim(iccid: str, get: Callable[[bytes], bytes | None], policy: Policy) -> Stored | None:
@@ -249,8 +288,9 @@ def load_sim(iccid: str, get: Callable[[bytes], bytes | None], policy: Policy) -
         recent_newest,
         count,
     ) = _CARD.unpack_from(raw)
-    end = _CARD.size + count * HASH_BYTES
-    ids = _memory(key, raw[_CARD.size : end], recent_newest, get)
+    recent_end = _CARD.size + count * HASH_BYTES
+    pool_id, end = _read_pool(raw, recent_end, flags)
+    ids = _memory(key, raw[_CARD.size : recent_end], recent_newest, get)
     month_text = f"{month // 100:04d}-{month % 100:02d}"
     lane = (
         Lane(month_text, month_start * 60, month_end * 60, due, limit, forecast_quota)
@@ -268,6 +308,10 @@ def load_sim(iccid: str, get: Callable[[bytes], bytes | None], policy: Policy) -
         status,
         _reasons(reasons),
         None if partition < 0 else partition,
+        # kept, so that a record on the fast lane rewrites the card with them
+        bool(flags & _THROTTLED),
+        _pending(flags),
+        pool_id,
     )
     if flags & _EMBEDDED:
         return Stored(hot, raw[end:], embedded=True)
@@ -341,7 +385,8 @@ def pool_entries(stored: PoolStored) -> list[Entry]:
     The pool's value carries those rows too: the totals and the rows they were summed
     from are then written in one record, and a crash before the rows themselves are
     written leaves them in the pool's value, which reading prefers (``load_pool``).
-    The next write of the pool drops them: by then the rows were written before it.
+    The next write of the pool drops the rows that were written since, and carries
+    those that were not (``load_pool`` marks them changed), so none is ever lost.
     """
     state = stored.state
     rows = {iccid: member_to_dict(state.members[iccid]) for iccid in sorted(state.touched)}
@@ -362,8 +407,17 @@ def load_pool(
         return None
     obj = orjson.loads(raw)
     state = pool_from_dict(obj)
-    pending = obj.get("rows", {})
+    pending: dict[str, Any] = obj.get("rows", {})
+    for iccid, row in pending.items():
+        if get(member_key(pool_id, iccid)) != orjson.dumps(row):
+            # In the pool's value but not under its own key: a crash came between the
+            # two writes. The next write of the pool writes it again (or the pool's
+            # value would drop it, and the member's next report be counted twice).
+            state.members[iccid] = member_from_dict(row)
+            state.touched.add(iccid)
     for iccid in iccids:
+        if iccid in state.members:
+            continue
         row = pending.get(iccid)
         if row is None:
             stored_row = get(member_key(pool_id, iccid))

@@ -114,7 +114,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("STREAM_APP_WEB_HOST", "127.0.0.1", "host name peers use to reach this worker's web server"),
     Variable("STREAM_APP_WEB_PORT", "6066", "worker web server port"),
     Variable(
-        "STREAM_APP_API_TOKEN", "", "if set, GET /sims/{iccid} requires 'Authorization: Bearer <token>'"
+        "STREAM_APP_API_TOKEN",
+        "",
+        "if set, the /sims and /pools endpoints require 'Authorization: Bearer <token>'",
     ),
     Variable(
         "STREAM_APP_BROKER_LOST_AFTER",

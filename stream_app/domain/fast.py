@@ -142,6 +142,8 @@ class Hot:
     throttled: bool = False
     pending: frozenset[str] = frozenset()
     """The dimensions with a command waiting for its result (R24)."""
+    pool_id: str | None = None
+    """The pool its subscription draws from (for the worker's index of SIMs by pool)."""
 
 
 def hot_of(state: SimState, policy: Policy) -> Hot:
@@ -159,4 +161,5 @@ def hot_of(state: SimState, policy: Policy) -> Hot:
         state.partition,
         state.throttled,
         frozenset(state.pending),
+        state.subscription.pool_id if state.subscription is not None else None,
     )

@@ -1,7 +1,9 @@
-"""The worker's HTTP API: /sims/{iccid}, /healthz, /readyz and /metrics.
+"""The worker's HTTP API: /sims/{iccid}, /sims, /pools/{pool_id}, /healthz, /readyz
+and /metrics.
 
 A SIM's state lives on the worker that owns its partition; a request reaching another
-worker is proxied there by Faust's router. The table is keyed by the ICCID's bytes, the
+worker is proxied there by Faust's router. A listing (/sims) is gathered from every
+worker (listing.py). The table is keyed by the ICCID's bytes, the
 same bytes the input topics are keyed by, so the router hashes the key exactly as the
 producers did (Faust's table_route misroutes most keys when the two serialisations
 differ).
@@ -23,6 +25,8 @@ from ..domain.describe import describe
 from ..domain.inputs import pool_id_of
 from ..domain.pools import describe_pool
 from ..settings import Settings
+from ..simindex import SimIndex
+from .listing import BadQuery, group_answer, local_answer, parse_query
 
 
 class Served(Protocol):
@@ -42,6 +46,10 @@ class Served(Protocol):
 
     def roster(self, pool_id: str) -> set[str] | None:
         """The pool's members, when this worker owns the pool."""
+        ...
+
+    async def indexes(self) -> dict[int, SimIndex] | None:
+        """Each owned partition's index of SIMs; None while not ready."""
         ...
 
 
@@ -85,6 +93,23 @@ def install_views(worker: Served) -> None:
                 return self.json({"error": "not_found", "iccid": normalised}, status=404)
             state = stored.state()
             body = describe(state, worker.clock.now(), worker.policy)
+            body["served_by"] = str(app.conf.canonical_url)
+            return self.json(body)
+
+    @app.page("/sims")
+    class Sims(web.View):
+        async def get(self, request: web.Request) -> Any:
+            given = request.headers.get("Authorization", "")
+            if expected is not None and not hmac.compare_digest(given.encode(), expected):
+                return self.json({"error": "unauthorized"}, status=401)
+            try:
+                query = parse_query(request.query.items())
+            except BadQuery as exc:
+                return self.json({"error": exc.code, "detail": exc.detail}, status=400)
+            if query.local:  # a peer asks: this worker's partitions only, never further
+                body = await local_answer(worker, query)
+            else:
+                body = await group_answer(worker, query, given or None)
             body["served_by"] = str(app.conf.canonical_url)
             return self.json(body)
 

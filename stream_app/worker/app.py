@@ -39,24 +39,26 @@ from prometheus_client import CollectorRegistry
 
 from .. import codec
 from ..codec import PoolStored, Stored, stored_of
-from ..domain import CommandResult, UsageRecord
-from ..domain.pools import PoolState, pool_from_dict, pool_tick
+from ..domain import CommandResult, Output, UsageRecord
+from ..domain.pools import PoolState, pool_tick
 from ..ops.web import install_views
 from ..pipeline import Decision, Source, decide_tick
 from ..settings import Settings
+from ..simindex import SimIndex
 from ..topics import (
     ALERTS,
     CHARGES,
     COMMANDS,
     CONSUMED,
     DEADLETTER,
+    POOL_NOTICES,
     POOL_USAGE,
     POOLS,
     SENT,
     TICKS,
     USAGE,
 )
-from . import chunks, committer, fetching, recovery
+from . import chunks, committer, fetching, notices, recovery
 from .batch import Incoming, SimBatch, decide_batch
 from .gaps import GapReader
 from .intake import Intake
@@ -64,9 +66,10 @@ from .logs import limit_repeats, logging_config
 from .metrics import Metrics, observe_many
 from .offsets import Ledger, Partition
 from .ownership import POOL_DUE, Books, PartitionBook, Summary, summary
-from .pooling import decide_pools
+from .pooling import PoolScan, decide_pools, joined, split_by_pool
 from .recovery import ChunkTable
 from .refusals import Refusals
+from .routing import Partitioner
 from .writer import Write, Writer, Written
 
 log = logging.getLogger("stream_app")
@@ -120,6 +123,7 @@ class Worker:
             producer_linger=0.005,
             # The worker builds its own record batches (sends.py): up to this many bytes.
             producer_max_batch_size=SEND_BATCH_BYTES,
+            producer_partitioner=Partitioner(),  # the default's, with hashes remembered
             key_serializer="raw",
             value_serializer="raw",
             Table=ChunkTable,  # the changelog recovered by chunks (recovery.py)
@@ -238,8 +242,7 @@ class Worker:
         owned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == ticks}
         building = {p: PartitionBook() for p in owned | {partition} if p not in self.books.partitions}
         generation = self.books.generation
-        pools: dict[str, PoolStored] = {}
-        members: dict[str, set[str]] = {}
+        pools = PoolScan()
         for n, (key, raw) in enumerate(list(self.table.items())):
             if n % 2000 == 1999:
                 await asyncio.sleep(0)
@@ -250,20 +253,15 @@ class Worker:
                     if target is not None:
                         self.books.add(target, card)
                 elif codec.is_pool_key(key) or codec.is_member_key(key):
-                    pool_id, iccid, value = codec.read_pool_index(key, raw)
-                    if iccid is None:
-                        pools[pool_id] = PoolStored(pool_from_dict(value), value.get("p"))
-                    elif value["in"]:
-                        members.setdefault(pool_id, set()).add(iccid)
+                    pools.add(key, raw)
             except Exception:
                 log.exception("stored state of %r cannot be decoded; skipped", key)
         if generation != self.books.generation:  # a rebalance came meanwhile: build again
             return await self.book(partition)
         for number, built in building.items():
             self.books.partitions.setdefault(number, built)
-        for pool_id, stored in pools.items():
+        for stored in pools.pools():
             if stored.partition in building:
-                stored.state.roster = members.get(pool_id, set())
                 self.books.record_pool(stored.partition, stored)
         for number, built in building.items():
             sims = sum(built.statuses[s] for s in ("active", "suspended", "cancelled"))
@@ -294,6 +292,12 @@ class Worker:
     async def _decide_and_apply(self, logical: str, batch: list[Incoming]) -> Written:
         if logical in (POOLS, POOL_USAGE):
             return await self._decide_pools(logical, batch)
+        if logical == POOL_NOTICES:  # a pool's notices come many to a message (notices.py)
+            parts = notices.expanded(batch, self.settings.partitions)
+            return joined([await self._decide_sims(logical, part) for part in parts])
+        return await self._decide_sims(logical, batch)
+
+    async def _decide_sims(self, logical: str, batch: list[Incoming]) -> Written:
         now = self.clock.now()
         if self.writer.plain is not None:  # the memory store reads any partition
             load: Callable[[str], Stored | None] = self.load
@@ -318,7 +322,11 @@ class Worker:
         return written
 
     async def _decide_pools(self, logical: str, batch: list[Incoming]) -> Written:
-        """Pool definitions and members' reports (R17-R21): one load and write per pool."""
+        """Pool definitions and members' reports (R17-R21): one load and write per pool
+        and part of the batch (pooling.split_by_pool bounds what one write holds)."""
+        return joined([await self._decide_pool_part(logical, part) for part in split_by_pool(batch)])
+
+    async def _decide_pool_part(self, logical: str, batch: list[Incoming]) -> Written:
         now = self.clock.now()
         refs: dict[bytes | None, Any] = {i.key: i.ref for i in batch}
         partitions = {i.key: i.source.partition for i in batch}
@@ -337,7 +345,8 @@ class Worker:
         invalid, pools = decide_pools(logical, batch, load, now, self.policy, self.settings.max_message_bytes)
         writes = [Write(None, None, d.outputs, i.source, None, i.ref) for i, d in invalid]
         writes += [
-            Write(p.pool_id, PoolStored(p.state), p.outputs, p.last.source, None, p.last.ref) for p in pools
+            Write(p.pool_id, PoolStored(p.state), self._grouped(p.outputs), p.last.source, None, p.last.ref)
+            for p in pools
         ]
         written = await self.writer.write(writes)
         outcomes: Counter[str] = Counter(d.outcome for _i, d in invalid)
@@ -465,7 +474,10 @@ class Worker:
             return None
         finally:
             _current_event.reset(token)
-        return Write(key, PoolStored(step.state), step.outputs, source, None, event)
+        return Write(key, PoolStored(step.state), self._grouped(step.outputs), source, None, event)
+
+    def _grouped(self, outputs: list[Output]) -> list[Output]:
+        return notices.grouped(outputs, self.settings.partitions)
 
     async def _every_tick_interval(self) -> None:
         # An exception escaping a timer crashes the whole worker: log and go on.
@@ -506,6 +518,19 @@ class Worker:
                 metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(end - (done or 0), 0))
         metrics.owned_partitions.set(owned)
         metrics.stuck_partitions.set(len(self.ledger.stuck()))
+
+    async def indexes(self) -> dict[int, SimIndex] | None:
+        """Each owned partition's index of SIMs (GET /sims); None while not ready."""
+        if not self.ready():
+            return None
+        ticks = self.ticks.get_topic_name()
+        owned = sorted(tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == ticks)
+        if any(p not in self.books.partitions for p in owned):
+            async with self._state_lock:  # as a tick builds them: no write while the table is read
+                for partition in owned:
+                    await self.book(partition)
+        # a rebalance meanwhile cleared them: those partitions go unanswered
+        return {p: self.books.partitions[p].index for p in owned if p in self.books.partitions}
 
     def roster(self, pool_id: str) -> set[str] | None:
         for book in self.books.partitions.values():

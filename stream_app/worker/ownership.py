@@ -1,7 +1,8 @@
-"""What a worker knows about the partitions it owns: a due index and status counts each.
+"""What a worker knows about the partitions it owns: a due index, status counts and an
+index of its SIMs by status, reason, pool and flags (simindex.py) each.
 
 Built from the table once per partition after a rebalance (the only full scan), then
-kept current by every state write, so ticks and gauges never scan every SIM.
+kept current by every state write, so ticks, gauges and listings never scan every SIM.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import NamedTuple
 
 from ..codec import Card, PoolStored, Stored
@@ -16,6 +18,7 @@ from ..domain import Policy
 from ..domain.fast import Hot
 from ..domain.pools import PoolState, pool_due
 from ..schedule import DueIndex
+from ..simindex import SimIndex, keys_of
 
 POOL_DUE = "pool:"
 """Due-index keys of pools (an ICCID never starts so)."""
@@ -26,10 +29,17 @@ class Summary(NamedTuple):
     reasons: frozenset[str]
     throttled: bool
     pending: frozenset[str]
+    pool_id: str | None = None
 
 
 def summary(state: Hot | Card) -> Summary:
-    return Summary(state.status, state.reasons, state.throttled, state.pending)
+    return Summary(state.status, state.reasons, state.throttled, state.pending, state.pool_id)
+
+
+@lru_cache(maxsize=16_384)
+def index_keys(item: Summary) -> frozenset[str]:
+    """Cached: a fleet has few distinct summaries, and a book's build asks for each SIM's."""
+    return keys_of(item.status, item.reasons, item.throttled, item.pending, item.pool_id)
 
 
 @dataclass(slots=True)
@@ -43,6 +53,8 @@ class PartitionBook:
     """Each pool of the partition: its members' ICCIDs (whom its notices go to)."""
     pools: dict[str, str] = field(default_factory=dict)
     """Each pool of the partition: ok, exhausted or unknown (for the gauges)."""
+    index: SimIndex = field(default_factory=SimIndex)
+    """Its SIMs by status, reason, pool and flags, in ICCID order (GET /sims)."""
 
     def count(self, item: Summary, sign: int) -> None:
         self.statuses[item.status] += sign
@@ -69,7 +81,9 @@ class Books:
 
     def add(self, book: PartitionBook, card: Card) -> None:
         book.due.schedule(card.iccid, card.due)
-        book.count(summary(card), +1)
+        item = summary(card)
+        book.count(item, +1)
+        book.index.add(card.iccid, index_keys(item))
 
     def record(self, partition: int, before: Summary | None, written: Stored | PoolStored) -> None:
         """A state was written; a partition not built yet will see it when built."""
@@ -81,9 +95,14 @@ class Books:
         if book is None:
             return
         book.due.schedule(after.iccid, after.due)
+        now = summary(after)
         if before is not None:
             book.count(before, -1)
-        book.count(summary(after), +1)
+        if before != now:  # most writes (a record counted) change none of the index's keys
+            book.index.move(
+                after.iccid, frozenset() if before is None else index_keys(before), index_keys(now)
+            )
+        book.count(now, +1)
 
     def clear(self) -> None:
         self.partitions.clear()

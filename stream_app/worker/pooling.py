@@ -8,17 +8,24 @@ member's ICCID, where the member's own partition takes them (domain/membership.p
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from ..codec import decode_message
+from ..codec import PoolStored, decode_message, read_pool_index
 from ..domain import InvalidInput, Output, Policy
 from ..domain.inputs import Pool, pool
-from ..domain.pools import PoolState, Report, apply_pool, apply_report, new_pool, report_of
+from ..domain.pools import PoolState, Report, apply_pool, apply_report, new_pool, pool_from_dict, report_of
 from ..pipeline import Decision, rejected
 from ..topics import POOLS
 from .batch import Incoming
+from .writer import Written
+
+ROWS_PER_WRITE = 1000
+"""Messages of one pool decided per write of it. Each member a write changes is a row in
+the pool's value too (codec.pool_entries), so this bounds that value (about 60 bytes a
+row, twice over after a crash) far below Kafka's message limit, whatever the batch size
+and however many members the pool has."""
 
 
 class PoolBatch(NamedTuple):
@@ -96,3 +103,50 @@ def decide_pools(
             continue
         pools.append(PoolBatch(pool_id, state, entries[-1][0], outputs, outcomes))
     return invalid, pools
+
+
+def split_by_pool(batch: list[Incoming], limit: int = ROWS_PER_WRITE) -> list[list[Incoming]]:
+    """The batch cut, in order, into parts with at most ``limit`` messages of any one pool
+    (keyed by the pool id): one write of a pool per part (see ROWS_PER_WRITE)."""
+    parts: list[list[Incoming]] = [[]]
+    counts: dict[bytes | None, int] = {}
+    for incoming in batch:
+        if counts.get(incoming.key, 0) >= limit:
+            parts.append([])
+            counts = {}
+        counts[incoming.key] = counts.get(incoming.key, 0) + 1
+        parts[-1].append(incoming)
+    return [part for part in parts if part]
+
+
+def joined(parts: list[Written]) -> Written:
+    return Written(
+        [w for part in parts for w in part.failed],
+        [d for part in parts for d in part.deliveries],
+        sum(part.unrecorded for part in parts),
+    )
+
+
+class PoolScan:
+    """The pools found in a scan of the table, with their rosters: each member row's
+    ``in``, overridden by the rows a pool's value still carries (written there first,
+    codec.pool_entries), so a crash between the two writes loses no member."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, dict[str, Any]] = {}
+        self.rows: dict[str, dict[str, bool]] = {}
+
+    def add(self, key: bytes, raw: bytes) -> None:
+        pool_id, iccid, value = read_pool_index(key, raw)
+        if iccid is None:
+            self.values[pool_id] = value
+        else:
+            self.rows.setdefault(pool_id, {})[iccid] = bool(value["in"])
+
+    def pools(self) -> Iterator[PoolStored]:
+        for pool_id, value in self.values.items():
+            rows = self.rows.get(pool_id, {})
+            rows.update((iccid, bool(row["in"])) for iccid, row in value.get("rows", {}).items())
+            state = pool_from_dict(value)
+            state.roster = {iccid for iccid, member in rows.items() if member}
+            yield PoolStored(state, value.get("p"))

@@ -1,7 +1,7 @@
 """Short versions of `make chaos` (tests/integration/chaos/): the real worker killed
 with SIGKILL, two workers failing over to each other, and a worker cut off by a broker
-restart, then every SIM's monthly totals and the commands compared with the ground
-truth."""
+restart, then every SIM's and every pool's monthly totals and the commands compared
+with the ground truth."""
 
 from __future__ import annotations
 
@@ -39,6 +39,8 @@ def assert_clean(result: Result) -> None:
     assert not result.stalled, result.stalled
     assert (result.lost, result.double_counted) == (0, 0), result.examples
     assert (result.missing_commands, result.conflicting_command_ids) == (0, 0), result.examples
+    assert (result.pool_totals_wrong, result.pool_rows_wrong) == (0, 0), result.examples
+    assert result.pool_commands > 0  # the pools ran out and their members were told
     assert result.api_checked > 0 and result.api_mismatch == 0
     assert result.stats.crashes == 0, result.stats.crash_logs[:1]
 

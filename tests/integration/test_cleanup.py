@@ -1,4 +1,4 @@
-"""`make bench` and `make chaos` interrupted (Ctrl-C, `timeout`, kill): the broker and the
+"""`make bench`, `make bench-pools` and `make chaos` interrupted (Ctrl-C, `timeout`, kill): the broker and the
 workers they started are stopped, whether the signal comes while the broker starts or
 while a worker runs. Both scripts run for real with tiny sizes and their own broker."""
 
@@ -30,6 +30,7 @@ SCRIPTS = {
         "--latency-seconds",
         "2",
     ],
+    "bench-pools": [sys.executable, "bench/pools.py", "--members", "2000"],
     "chaos": [
         sys.executable,
         "-m",
@@ -49,9 +50,14 @@ SCRIPTS = {
 # where each one's first worker writes its log, under its temporary folder
 WORKER_LOGS = {
     "bench": "stream-app-bench-*/worker/worker-*.log",
+    "bench-pools": "stream-app-bench-pools-*/empty/worker-*.log",
     "chaos": "stream-app-chaos-*/single/worker-0/*.log",
 }
-BROKER_PIDS = {"bench": "stream-app-bench-*/kafka/broker.pid", "chaos": "stream-app-chaos-*/kafka/broker.pid"}
+BROKER_PIDS = {
+    "bench": "stream-app-bench-*/kafka/broker.pid",
+    "bench-pools": "stream-app-bench-pools-*/kafka/broker.pid",
+    "chaos": "stream-app-chaos-*/kafka/broker.pid",
+}
 
 
 def parent_of(pid: int) -> int | None:
@@ -97,6 +103,8 @@ def wait_for(folder: Path, pattern: str, proc: subprocess.Popen[bytes], timeout:
         ("bench", signal.SIGINT, "broker"),
         ("bench", signal.SIGINT, "worker"),  # kill -INT, or Ctrl-C of a background job
         ("bench", signal.SIGTERM, "worker"),  # timeout, kill
+        ("bench-pools", signal.SIGINT, "broker"),
+        ("bench-pools", signal.SIGTERM, "worker"),
         ("chaos", signal.SIGINT, "broker"),
         ("chaos", signal.SIGTERM, "worker"),
     ],
@@ -108,7 +116,10 @@ def test_an_interrupted_script_stops_its_broker_and_workers(
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # each starts a broker of its own
     log = (tmp_path / "out.log").open("wb")
     proc = subprocess.Popen(
-        [*SCRIPTS[script], *(["--output", str(tmp_path / "results.json")] if script == "bench" else [])],
+        [
+            *SCRIPTS[script],
+            *(["--output", str(tmp_path / "results.json")] if script.startswith("bench") else []),
+        ],
         cwd=ROOT,
         env=env,
         stdout=log,

@@ -119,7 +119,7 @@ def test_a_bad_local_broker_port_is_reported_not_raised() -> None:
 
 
 COMMANDS = (
-    *("worker", "demo", "replay", "feed", "provision", "sim", "audit", "deadletters", "settings"),
+    *("worker", "demo", "replay", "feed", "provision", "sim", "sims", "audit", "deadletters", "settings"),
     *("topics", "broker"),
 )
 

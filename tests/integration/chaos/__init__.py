@@ -1,6 +1,6 @@
 """Chaos harness (issue #7): the real worker killed with SIGKILL, failed over and cut off
-from a restarted broker, then every SIM's monthly totals and the commands checked
-against a ground truth computed from what was produced.
+from a restarted broker, then every SIM's and every pool's monthly totals and the
+commands checked against a ground truth computed from what was produced.
 
     python -m tests.integration.chaos [--scenarios single,failover,broker] [--records 200000]
         [--sims 10000] [--kills 10] [--processing-guarantee exactly_once]
@@ -24,6 +24,19 @@ How the ground truth stays exact while kills and restarts land at random moments
   past B comes phase B: late March records (counted for March, never suspending, R3),
   April records (suspend/quota for April when an auto-suspend SIM reaches its quota)
   and repeats of records of both phases (R2: never counted twice).
+* A fifth of the fleet is in three pools (members in every partition; some with no
+  cap of their own, none stopped for its own cap): one runs out in March and again in
+  April, one in April only, one never. Definitions are produced before the
+  subscriptions and membership stays fixed, so a pool's month total is the sum of its
+  members' distinct records of that month (R17). After each phase's usage is committed
+  the harness also waits until the pools have taken every report (``sim.pool-usage``)
+  and the members every notice (``sim.pool-notices``): every member of a pool that
+  reached its quota in phase A must then get suspend/pool/pool_exhausted for March and
+  restore/pool/month_start at B (R18, R19), and suspend/pool/pool_exhausted for April
+  when its April total reaches the quota. The verdict reads each pool from the
+  changelog (its value, its member rows, and the rows its value still carries) and
+  counts ``pool_totals_wrong`` (pool-months off the truth) and ``pool_rows_wrong`` (a
+  member's row, from which a recovered worker goes on, off what it counted).
 * Totals are read from the table's changelog (the last value per key, decoded with
   stream_app.codec), not from GET /sims/{iccid}: the API shows only the current month,
   while the changelog holds every month, and it is exactly what a replacement worker
@@ -41,9 +54,10 @@ How the ground truth stays exact while kills and restarts land at random moments
   would, at most twice per wait; the stalls are counted in the scenario's line.
 
 The last line printed is
-``chaos: kills=K records=R sims=S lost=0 double_counted=0 missing_commands=0 conflicting_command_ids=0``
-and the exit status is 1 if any of the last four is not zero, 2 if they are but a
-scenario could not finish (its line says why).
+``chaos: kills=K records=R sims=S lost=0 double_counted=0 missing_commands=0 conflicting_command_ids=0
+pool_totals_wrong=0`` and the exit status is 1 if any of the last five (or a scenario's
+``pool_rows_wrong``) is not zero, 2 if they are but a scenario could not finish (its
+line says why).
 
 The package, one job per module, in import order: ``fleet`` (the fleet and its ground
 truth), ``kafka`` (producing, reading topics, the group's lag), ``crew`` (the worker

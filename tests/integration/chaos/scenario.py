@@ -23,7 +23,7 @@ from ..conftest import simulated_clock, worker_env
 from .crew import Crew, check_worker_import, worker_pythonpath
 from .fleet import BOUNDARY, PHASE_A_NOW, Fleet, make_fleet
 from .kafka import end_offsets, isolation_for, lag_by_partition, lagging, produce
-from .verdict import Result, check_api, judge, read_outcome
+from .verdict import Result, check_api, judge, judge_pools, read_outcome
 
 MAX_STALL_RESTARTS = 2
 """Commit stalls per phase healed by restarting the workers; one more fails the run."""
@@ -99,12 +99,28 @@ async def run_phase(
 
     task = asyncio.create_task(chaos())
     try:
-        return await wait_committed(crew, scenario, bootstrap, settings, "usage", ends, task, deadline)
+        stalled = await wait_committed(crew, scenario, bootstrap, settings, "usage", ends, task, deadline)
     finally:
         if not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+    return stalled or await wait_pools(crew, scenario, bootstrap, settings, deadline)
+
+
+async def wait_pools(
+    crew: Crew, scenario: Scenario, bootstrap: str, settings: Settings, deadline: float
+) -> str:
+    """Until the pools have taken every report their members sent (which are all sent
+    once the usage is committed), then the members every notice their pools sent: a
+    phase's pool commands are then all decided within the phase's month. Returns "" or
+    why not."""
+    for logical in ("pool_usage", "pool_notices"):
+        ends = await end_offsets(bootstrap, settings.topic(logical), scenario.partitions)
+        stalled = await wait_committed(crew, scenario, bootstrap, settings, logical, ends, None, deadline)
+        if stalled:
+            return stalled
+    return ""
 
 
 async def wait_committed(
@@ -183,18 +199,25 @@ async def run_scenario(
         for slot in first:
             slot.spawn(simulated_clock(PHASE_A_NOW, 1, time.time()))
         await crew.wait_ready(first)
-        await produce(bootstrap, settings.topic("subscriptions"), fleet.subscriptions)
-        subscriptions = await end_offsets(bootstrap, settings.topic("subscriptions"), scenario.partitions)
-        result.stalled = await wait_committed(
-            crew, scenario, bootstrap, settings, "subscriptions", subscriptions, None, deadline
-        )
+        # The pools' definitions first: a pool then evaluates its members' usage at once
+        # (without it, only unknown_pool); members' joins reach their pools meanwhile.
+        for logical, items in (("pools", fleet.pool_definitions), ("subscriptions", fleet.subscriptions)):
+            await produce(bootstrap, settings.topic(logical), items)
+            ends = await end_offsets(bootstrap, settings.topic(logical), scenario.partitions)
+            result.stalled = await wait_committed(
+                crew, scenario, bootstrap, settings, logical, ends, None, deadline
+            )
+            if result.stalled:
+                break
         result.step("subscriptions")
         if not result.stalled:
             await usage_phases(crew, scenario, fleet, bootstrap, settings, broker, result, deadline)
-        states, commands = await read_outcome(
+        outcome = await read_outcome(
             bootstrap, settings, fleet, isolation_for(scenario.guarantee), 5 if result.stalled else 90
         )
-        judge(fleet, states, commands, result)
+        states = outcome.states
+        judge(fleet, states, outcome.commands, result)
+        judge_pools(fleet, outcome.pools, result)
         if result.lost:
             # the other half of the evidence: whether the group committed past what it missed
             usage = settings.topic("usage")

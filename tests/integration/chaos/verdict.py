@@ -1,6 +1,6 @@
-"""The verdict: the outcome read back (commands, and totals from the table's
-changelog), judged against the fleet's ground truth, a sample checked through the API,
-and the lines reported."""
+"""The verdict: the outcome read back (commands, and the SIMs' and pools' totals from the
+table's changelog), judged against the fleet's ground truth, a sample checked through
+the API, and the lines reported."""
 
 from __future__ import annotations
 
@@ -19,10 +19,11 @@ import orjson
 from stream_app import codec
 from stream_app.domain import SimState
 from stream_app.domain.memory import IdMemory, id_hash
+from stream_app.domain.pools import PoolState, pool_from_dict
 from stream_app.settings import Settings
 
 from .crew import Crew, Stats
-from .fleet import NEW, SHANGHAI, CommandKey, Fleet
+from .fleet import NEW, OLD, SHANGHAI, CommandKey, Fleet
 from .kafka import TopicReader
 
 if TYPE_CHECKING:
@@ -42,6 +43,13 @@ class Result:
     double_counted: int = 0
     missing_commands: int = 0
     conflicting_command_ids: int = 0
+    pool_totals_wrong: int = 0
+    """Pool-months whose total differs from the sum of its members' records (R17)."""
+    pool_rows_wrong: int = 0
+    """Members whose row in their pool (what the pool holds they counted, which a
+    recovered worker goes on from) differs from what they counted, or says not a member."""
+    pool_commands: int = 0
+    """Commands for reason pool the rules require (how much the pools were exercised)."""
     unexpected_commands: int = 0
     commands: int = 0
     repeated_commands: int = 0
@@ -65,7 +73,14 @@ class Result:
 
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.double_counted or self.missing_commands or self.conflicting_command_ids)
+        return not (
+            self.lost
+            or self.double_counted
+            or self.missing_commands
+            or self.conflicting_command_ids
+            or self.pool_totals_wrong
+            or self.pool_rows_wrong
+        )
 
     def line(self) -> str:
         s = self.stats
@@ -75,6 +90,8 @@ class Result:
             f"guarantee={self.scenario.guarantee}" if self.scenario.guarantee else "",
             f"crashes={s.crashes}",
             f"recovery_kills={s.recovery_kills}",
+            f"pool_rows_wrong={self.pool_rows_wrong}",
+            f"pool_commands={self.pool_commands}",
             f"commit_stalls={s.commit_stalls}" if s.commit_stalls else "",
             f"unexpected_commands={self.unexpected_commands}",
             f"repeated_commands={self.repeated_commands}/{self.commands}",
@@ -89,7 +106,8 @@ class Result:
             f"chaos[{self.scenario.name}]: kills={s.kills} records={self.records} sims={self.sims} "
             f"lost={self.lost} double_counted={self.double_counted} "
             f"missing_commands={self.missing_commands} "
-            f"conflicting_command_ids={self.conflicting_command_ids} | " + " ".join(e for e in extra if e)
+            f"conflicting_command_ids={self.conflicting_command_ids} "
+            f"pool_totals_wrong={self.pool_totals_wrong} | " + " ".join(e for e in extra if e)
         )
 
 
@@ -149,11 +167,68 @@ def judge(fleet: Fleet, states: dict[str, SimState], commands: list[dict[str, An
         result.examples += [f"{label} command {' '.join(k)}" for k in sorted(keys)[:3]]
     conflicts = [f"conflicting ids {' '.join(k)}: {sorted(v)}" for k, v in ids.items() if len(v) > 1]
     result.examples += conflicts[:3]
+    result.pool_commands = sum(1 for key in required if key[2] == "pool")
+
+
+@dataclass(slots=True)
+class StoredPool:
+    state: PoolState
+    rows: dict[str, dict[str, Any]]
+    """Each member's row: its own key, overridden by a row the pool's value still
+    carries (written there first; codec.pool_entries)."""
+
+
+def stored_pools(entries: dict[bytes, bytes]) -> dict[str, StoredPool]:
+    """Every pool in the table's entries, as a replacement worker would load it."""
+    values: dict[str, dict[str, Any]] = {}
+    rows: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for key, raw in entries.items():
+        if codec.is_pool_key(key) or codec.is_member_key(key):
+            pool_id, iccid, value = codec.read_pool_index(key, raw)
+            if iccid is None:
+                values[pool_id] = value
+            else:
+                rows[pool_id][iccid] = value
+    return {
+        pool_id: StoredPool(pool_from_dict(value), {**rows[pool_id], **value.get("rows", {})})
+        for pool_id, value in values.items()
+    }
+
+
+def judge_pools(fleet: Fleet, pools: dict[str, StoredPool], result: Result) -> None:
+    """Each pool's monthly total against the sum of its members' records, and each
+    member's row against what the member counted."""
+    truth, counted = fleet.pool_truth(), fleet.truth()
+    wrong: list[str] = []
+    for plan in fleet.pools:
+        stored = pools.get(plan.pool_id)
+        for month in (OLD, NEW):
+            expected = truth[plan.pool_id, month]
+            usage = stored.state.months.get(month) if stored is not None else None
+            got = usage.used if usage is not None else 0
+            if got != expected:
+                result.pool_totals_wrong += 1
+                wrong.append(f"pool {plan.pool_id} {month}: truth {expected:,} counted {got:,}")
+        for iccid in sorted(plan.members):
+            row = stored.rows.get(iccid) if stored is not None else None
+            said = {m: row["m"].get(m, 0) for m in (OLD, NEW)} if row is not None else {}
+            should = {m: counted.get((iccid, m), 0) for m in (OLD, NEW)}
+            if row is None or not row["in"] or said != should:
+                result.pool_rows_wrong += 1
+                wrong.append(f"pool {plan.pool_id} member {iccid}: row {row} counted {should}")
+    result.examples += wrong[:5]
+
+
+@dataclass(slots=True)
+class Outcome:
+    states: dict[str, SimState]
+    commands: list[dict[str, Any]]
+    pools: dict[str, StoredPool]
 
 
 async def read_outcome(
     bootstrap: str, settings: Settings, fleet: Fleet, isolation: str, settle: float
-) -> tuple[dict[str, SimState], list[dict[str, Any]]]:
+) -> Outcome:
     """The commands (waiting up to ``settle`` s for the required ones), then the state."""
     required = fleet.required_commands()
     async with TopicReader(bootstrap, settings.topic("commands"), settings.partitions, isolation) as reader:
@@ -169,8 +244,8 @@ async def read_outcome(
         for key, value in await reader.catch_up(timeout=300):
             if key is not None:
                 latest[key] = value
-    states = codec.states_of({k: v for k, v in latest.items() if v is not None}, settings.policy())
-    return states, commands
+    present = {k: v for k, v in latest.items() if v is not None}
+    return Outcome(codec.states_of(present, settings.policy()), commands, stored_pools(present))
 
 
 def check_api(crew: Crew, states: dict[str, SimState], fleet: Fleet, sample: int, result: Result) -> None:
@@ -187,6 +262,15 @@ def check_api(crew: Crew, states: dict[str, SimState], fleet: Fleet, sample: int
         view = orjson.loads(body) if body else {}
         if view.get("month") != NEW or view.get("used_bytes") != expected:
             result.api_mismatch += 1
+    truth = fleet.pool_truth()
+    for plan in fleet.pools:  # GET /pools/{pool_id}: the month's total and the roster's size
+        body = slot.get(f"/pools/{plan.pool_id}", timeout=10)
+        result.api_checked += 1
+        view = orjson.loads(body) if body else {}
+        seen = (view.get("month"), view.get("used_bytes"), view.get("members"))
+        if seen != (NEW, truth[plan.pool_id, NEW], len(plan.members)):
+            result.api_mismatch += 1
+            result.examples.append(f"GET /pools/{plan.pool_id}: (month, used, members) {seen}")
 
 
 def report(result: Result) -> None:
@@ -212,5 +296,6 @@ def summary(results: Sequence[Result]) -> str:
         f"chaos: kills={sum(r.stats.kills for r in results)} records={total('records')} "
         f"sims={total('sims')} lost={total('lost')} double_counted={total('double_counted')} "
         f"missing_commands={total('missing_commands')} "
-        f"conflicting_command_ids={total('conflicting_command_ids')}"
+        f"conflicting_command_ids={total('conflicting_command_ids')} "
+        f"pool_totals_wrong={total('pool_totals_wrong')}"
     )

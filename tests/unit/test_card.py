@@ -1,0 +1,67 @@
+"""A SIM's card: what the worker indexes it by (status, reasons, throttled, pending, pool)
+survives being read back and rewritten on the fast lane, and only pooled cards grow."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from stream_app import codec
+from stream_app.domain import Policy, SimState, apply_subscription, apply_usage, new_state, subscription
+from stream_app.domain import usage_record as record
+from stream_app.domain.memory import HASH_BYTES
+
+from .scenario import GB, ICCID, subscription_msg, t, usage_msg
+
+NOW = t("2026-03-20T12:00:00+08:00")
+
+
+def _sim(policy: Policy, **plan: Any) -> SimState:
+    state = new_state(ICCID, NOW, policy)
+    apply_subscription(state, subscription(subscription_msg(quota=GB, **plan)), NOW, policy)
+    return state
+
+
+def _table(state: SimState, policy: Policy) -> dict[bytes, bytes]:
+    return {k: v for k, v in codec.sim_entries(codec.stored_of(state, policy)) if v is not None}
+
+
+def _rewritten_on_the_fast_lane(table: dict[bytes, bytes], policy: Policy) -> dict[bytes, bytes]:
+    """What a record on the fast lane writes: the card as loaded, the profile unchanged."""
+    stored = codec.load_sim(ICCID, table.get, policy)
+    assert stored is not None
+    return {**table, **{k: v for k, v in codec.sim_entries(stored) if v is not None}}
+
+
+def test_a_pooled_sims_card_carries_its_pool_and_other_cards_do_not_grow() -> None:
+    policy = Policy()
+    plain, pooled = _sim(policy), _sim(policy, pool_id="fleet-1")
+    plain_card = _table(plain, policy)[ICCID.encode()]
+    pooled_card = _table(pooled, policy)[ICCID.encode()]
+    profile = codec.encode_profile(plain)
+    recent = len(plain.ids.recent)
+    assert recent % HASH_BYTES == 0
+    assert len(plain_card) == codec._CARD.size + recent + len(profile)  # as before pools were indexed
+    assert len(pooled_card) - len(codec.encode_profile(pooled)) == len(plain_card) - len(profile) + 1 + 7
+
+    for table in (_table(pooled, policy), _rewritten_on_the_fast_lane(_table(pooled, policy), policy)):
+        card = codec.read_card(ICCID, table[ICCID.encode()], policy)
+        assert card.pool_id == "fleet-1"
+        stored = codec.load_sim(ICCID, table.get, policy)
+        assert stored is not None and stored.hot.pool_id == "fleet-1"
+        whole = stored.state()  # the profile after the pool id is read whole
+        assert whole.subscription is not None and whole.subscription.pool_id == "fleet-1"
+    assert codec.read_card(ICCID, plain_card, policy).pool_id is None
+
+
+def test_throttled_and_pending_survive_a_record_on_the_fast_lane() -> None:
+    policy = Policy(ack_timeout=timedelta(minutes=10))
+    state = _sim(policy, on_quota="throttle", throttle_kbps=128)
+    apply_usage(state, record(usage_msg("2026-03-20T11:00:00+08:00", 2 * GB)), NOW, policy)
+    assert state.throttled and set(state.pending) == {"throttling"}
+    table = _table(state, policy)
+    stored = codec.load_sim(ICCID, table.get, policy)
+    assert stored is not None and stored.hot.lane is not None  # its next records take the fast lane
+    assert (stored.hot.throttled, stored.hot.pending) == (True, frozenset({"throttling"}))
+    card = codec.read_card(ICCID, _rewritten_on_the_fast_lane(table, policy)[ICCID.encode()], policy)
+    assert (card.status, card.throttled, card.pending) == ("active", True, frozenset({"throttling"}))
