@@ -157,6 +157,8 @@ class Worker:
             self.ledger,
             frozenset(settings.topic(logical) for logical in (*CONSUMED, TICKS)),
         )
+        # What the consumer fetched after a rebalance must reach the agents (chunks.py).
+        chunks.keep_current_on_resume(self.app)
         # Front door (issue 12): input the fetcher cannot decode is held, not fatal; the
         # broker's last answer decides readiness.
         self.fetch_watch = fetching.FetchWatch()
@@ -404,18 +406,11 @@ class Worker:
         return [(logical, Partition(self.settings.topic(logical), partition)) for logical in CONSUMED]
 
     def _read_upto(self, partition: Partition) -> int | None:
-        """The offset after the last one Faust's consumer has read from the partition.
-
-        Faust keeps the last offset read, but after a seek the next one to read, so the
-        partition's end bounds it: a quiet partition is never taken for held back.
-        """
+        """The offset after the last record the worker's consumer handed on from the
+        partition in this generation (None when nothing was): what lies below it and
+        never reached an agent is read back (chunks.py)."""
         tp = TP(partition.topic, partition.partition)
-        consumer: Any = self.app.consumer
-        read: int | None = consumer._read_offset.get(tp)
-        end: int | None = consumer.highwater(tp)
-        if read is None or end is None:
-            return None
-        return min(read + 1, end)
+        return chunks.handed_on(self.app.consumer, tp, self.app.consumer_generation_id)
 
     async def _sweep(self, partition: int, event: Any, written: list[Written]) -> None:
         """Roll forward the partition's SIMs that are due (month starts, expiries...)."""

@@ -29,6 +29,20 @@ On the agent side, ``batches`` hands on a stream's events with those already que
 behind it: under load a batch grows to many chunks (one state decode and store per SIM
 for all of them), idle it is one chunk, with no timer to wait for.
 
+Two Faust habits lose records after a rebalance, and the worker undoes both:
+
+* resuming the flow control empties every stream's queue, to drop what was fetched
+  before the rebalance. Faust resumes it once more after its recovery, when the stream
+  partitions have already been resumed and the seek to the committed offsets awaited:
+  chunks of the new generation handed on meanwhile were emptied with the rest, and
+  with no committed offset to seek back to, never fetched again (the worker then
+  stopped committing that partition: docs/reliability.md). ``keep_current_on_resume``
+  makes that resume empty only what an earlier generation fetched;
+* the seek sets Faust's read offset of a partition with no committed offset to None,
+  so the worker could not tell what its consumer had already read. The consumer keeps
+  its own mark, per partition and generation, of what it handed on (``handed_on``):
+  what is below it and never reached the agents is read back (intake.py).
+
 Private methods of Faust's consumer are replaced or called (``_drain_messages``,
 ``_wait_next_records``, ``_read_offset``), so faust-streaming is pinned to 0.15.x and
 tests/unit/test_chunks.py checks that they still exist with these signatures.
@@ -90,6 +104,11 @@ def chunk_consumer(base: type) -> type:
     """Faust's consumer class ``base``, handing on one message per partition chunk."""
 
     class ChunkConsumer(base):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.handed_on: dict[TP, tuple[int, int]] = {}
+            """Per partition: the generation and the offset after the last record handed on."""
+
         async def _drain_messages(self, fetcher: Any) -> None:
             # Faust's loop, error handling included, with one delivery per chunk.
             consumer_should_stop = self._stopped.is_set
@@ -156,9 +175,43 @@ def chunk_consumer(base: type) -> type:
             message = chunk_message(tp, fetched, generation)
             await self.wait_first(self.callback(message), self.suspend_flow.wait())
             self._read_offset[tp] = fetched[-1].offset
+            # Also when a rebalance cut the hand-on short: a mark too high only makes the
+            # worker read back what it may not have been handed, never skip anything.
+            self.handed_on[tp] = (generation, fetched[-1].offset + 1)
 
     # Not renamed: mode registers a service's tasks under its qualified name.
     return ChunkConsumer
+
+
+def handed_on(consumer: Any, tp: TP, generation: int) -> int | None:
+    """The offset after the last record ``consumer`` handed on from ``tp`` in ``generation``."""
+    mark: tuple[int, int] | None = consumer.handed_on.get(tp)
+    return mark[1] if mark is not None and mark[0] == generation else None
+
+
+def keep_current_on_resume(app: Any) -> None:
+    """Resuming ``app``'s flow control empties the stream queues of what earlier
+    generations fetched only (see above); suspending it still empties them whole."""
+    flow_control = app.flow_control
+    empty = flow_control.clear
+
+    def clear() -> None:
+        if not flow_control.is_active():  # a rebalance starts (suspend, then clear)
+            empty()
+            return
+        generation = app.consumer_generation_id
+        for queue in list(flow_control._queues):
+            current = [item for item in queue._queue if _generation_of(item) == generation]
+            queue.clear()  # as Faust's: blocked putters cancelled, pending errors dropped
+            queue._queue.extend(current)
+
+    flow_control.clear = clear
+
+
+def _generation_of(item: Any) -> int | None:
+    message = getattr(item, "message", None)
+    generation: int | None = getattr(message, "generation_id", None)
+    return generation
 
 
 async def batches(stream: Any, limit: int) -> AsyncIterator[list[Any]]:

@@ -15,12 +15,14 @@ before they are applied:
 Faust also fetches some messages and never delivers them, after a rebalance; when no
 later message comes for that partition, no batch shows the gap. So on every tick the
 worker also looks at its partitions: one whose cursor has stood for ``idle_after``
-seconds behind what Faust's consumer has already read is read from the broker the same
-way.
+seconds behind what the worker's consumer has already handed on (chunks.py) is read
+from the broker the same way.
 
 Reading back holds the state lock, and a worker holding it cannot take part in a
 rebalance (Faust waits for the event in hand): a read stops between chunks as soon as a
-rebalance starts, and goes on from where it stopped afterwards if the partition stays.
+rebalance starts, and goes on from where it stopped at the partition's next tick if the
+partition stays (the end of a table recovery counts as a rebalance, and the worker may
+be handed its first chunks before it).
 
 Each applied batch takes a ticket that completes when its outputs, dead letters and
 changelog records are acknowledged; only then may the offsets be committed.
@@ -129,6 +131,8 @@ class Intake:
         self._settling: set[asyncio.Future[Any]] = set()
         self._idle: dict[Partition, tuple[int, int, float]] = {}
         """Per partition: the generation and cursor last seen, and since when."""
+        self._paused: dict[Partition, int] = {}
+        """Partitions whose read back a rebalance paused, and the generation it was in."""
 
     async def take(self, logical: str, events: list[Any]) -> None:
         """Apply a batch of one topic's events (the caller holds the state lock).
@@ -166,8 +170,8 @@ class Intake:
     ) -> None:
         """Read back what Faust holds and never delivers (the caller holds the state lock).
 
-        ``read``: the offset after the last one the worker's consumer has read from the
-        partition (None when unknown); ``ref``: an event of the same partition number.
+        ``read``: the offset after the last one the worker's consumer has handed on from
+        the partition (None when nothing was); ``ref``: an event of the same partition number.
         """
         generation = self.ledger.generation
         now = self.monotonic()
@@ -180,7 +184,11 @@ class Intake:
                 continue
             cursor = self.ledger.cursor(partition)
             seen_generation, seen_cursor, since = self._idle.get(partition, (-1, -1, now))
-            if (seen_generation, seen_cursor) != (generation, cursor) or cursor >= upto:
+            if self._paused.get(partition) == generation and cursor < upto:
+                # A read back paused for a rebalance that left the partition here (the
+                # end of a recovery counts as one): go on at once, not after idle_after.
+                await self._fill(logical, partition, upto - 1, ref, generation, "paused")
+            elif (seen_generation, seen_cursor) != (generation, cursor) or cursor >= upto:
                 self._idle[partition] = (generation, cursor, now)
             elif now - since >= self.idle_after:
                 await self._fill(logical, partition, upto - 1, ref, generation, "idle")
@@ -236,13 +244,14 @@ class Intake:
         self, logical: str, partition: Partition, last: int, ref: Any, generation: int, why: str
     ) -> None:
         first = self.ledger.cursor(partition)
+        self._paused.pop(partition, None)
         log.warning(
             "%s[%d]: offsets %d..%d %s; reading them from the broker",
             partition.topic,
             partition.partition,
             first,
             last,
-            "not delivered in order" if why == "not delivered" else "held back, no progress",
+            _WHY[why],
         )
         try:
             await self._read_and_apply(logical, partition, first, last, ref, generation)
@@ -259,6 +268,7 @@ class Intake:
             async for records in chunks:
                 if self.interrupted() or generation != self.ledger.generation:
                     log.info("%s[%d]: reading back paused for a rebalance", *partition)
+                    self._paused[partition] = generation
                     return
                 await self._apply_read(logical, partition, records, ref, generation)
         # Offsets left at the end held no record (transaction markers): done as well.
@@ -290,6 +300,13 @@ class Intake:
             self._done(tickets, False)
             raise
         self.settle(tickets, [written])
+
+
+_WHY = {
+    "not delivered": "not delivered in order",
+    "idle": "held back, no progress",
+    "paused": "left unread by a rebalance",
+}
 
 
 def _by_partition(events: list[Any]) -> dict[Partition, list[Any]]:

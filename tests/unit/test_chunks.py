@@ -7,7 +7,8 @@ import asyncio
 import inspect
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, NamedTuple
 
 from aiokafka.structs import ConsumerRecord
 from faust.tables.recovery import Recovery
@@ -15,8 +16,18 @@ from faust.transport.consumer import Consumer as FaustConsumer
 from faust.transport.consumer import Fetcher
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP, ConsumerMessage
+from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
-from stream_app.worker.chunks import ChunkMessage, batches, chunk_consumer, chunk_message, chunk_of, size_of
+from stream_app.worker.chunks import (
+    ChunkMessage,
+    batches,
+    chunk_consumer,
+    chunk_message,
+    chunk_of,
+    handed_on,
+    keep_current_on_resume,
+    size_of,
+)
 
 USAGE = "sim.usage"
 
@@ -302,3 +313,73 @@ def test_while_the_flow_is_stopped_queued_events_are_skipped() -> None:
     app.flow_control.active = False
     taken = asyncio.run(run())
     assert taken == [[queued[0]]] and queued[1].acked == 1
+
+
+class Generational(NamedTuple):
+    """A queued event: only its message's generation matters here."""
+
+    message: Any
+
+
+def queued_event(generation: int) -> Generational:
+    return Generational(SimpleNamespace(generation_id=generation))
+
+
+def test_the_resume_after_a_recovery_keeps_what_this_generation_fetched() -> None:
+    # Faust resumes the flow control after awaiting its seek to the committed offsets,
+    # with the stream partitions already resumed: chunks fetched during the seek sat in
+    # the queue, and its resume emptied them (a worker then stopped committing).
+    async def run() -> tuple[list[int], list[int]]:
+        app = SimpleNamespace(
+            consumer_generation_id=2, flow_control=FlowControlEvent(initially_suspended=False)
+        )
+        keep_current_on_resume(app)
+        queue: ThrowableQueue[Generational] = ThrowableQueue(
+            maxsize=16, flow_control=app.flow_control, clear_on_resume=True
+        )
+        for generation in (1, 2, 1, 2):
+            queue.put_nowait(queued_event(generation))
+        app.flow_control.resume()
+        resumed = [queue.get_nowait().message.generation_id for _ in range(queue.qsize())]
+        queue.put_nowait(queued_event(2))
+        app.flow_control.suspend()  # a rebalance starts: Faust empties the queues whole
+        app.flow_control.clear()
+        return resumed, [e.message.generation_id for e in list(queue._queue)]  # type: ignore[attr-defined]
+
+    assert "self.clear()" in inspect.getsource(FlowControlEvent.resume)  # what is replaced
+    resumed, suspended = asyncio.run(run())
+    assert resumed == [2, 2]  # an earlier generation's are dropped, this one's kept in order
+    assert suspended == []
+
+
+def test_what_was_handed_on_is_known_after_faust_forgets_its_read_offset() -> None:
+    p0, p1 = TP(USAGE, 0), TP(USAGE, 1)
+    consumer = drained([{p0: [record(o) for o in range(5)]}, {p0: [record(o) for o in range(5, 8)]}])
+    consumer._read_offset[p0] = None  # Faust's seek with no committed offset does this
+    assert handed_on(consumer, p0, 1) == 8
+    assert handed_on(consumer, p0, 2) is None  # another generation: unknown
+    assert handed_on(consumer, p1, 1) is None
+
+
+def test_the_worker_reads_back_up_to_what_its_consumer_handed_on() -> None:
+    from stream_app.settings import Settings
+    from stream_app.worker.app import Worker
+    from stream_app.worker.offsets import Partition
+
+    worker = Worker(Settings.from_env({}))
+    consumer: Any = worker.app.consumer  # created, not started: no broker needed
+    usage = Partition(worker.settings.topic("usage"), 3)
+    tp = TP(*usage)
+    consumer.handed_on[tp] = (worker.app.consumer_generation_id, 2480)
+    consumer._read_offset[tp] = None
+    assert worker._read_upto(usage) == 2480
+    consumer.handed_on[tp] = (worker.app.consumer_generation_id - 1, 2480)
+    assert worker._read_upto(usage) is None
+
+    async def resumed() -> int:  # the worker's own queues keep this generation's chunks on resume
+        queue = worker.app.FlowControlQueue(maxsize=4, clear_on_resume=True)
+        queue.put_nowait(queued_event(worker.app.consumer_generation_id))
+        worker.app.flow_control.resume()
+        return int(queue.qsize())
+
+    assert asyncio.run(resumed()) == 1

@@ -158,6 +158,21 @@ async def test_a_read_back_stops_between_chunks_when_a_rebalance_starts() -> Non
     assert ledger.cursor(P) == 0
 
 
+async def test_a_read_back_paused_for_a_rebalance_goes_on_at_the_next_tick_if_the_partition_stays() -> None:
+    paused = [True]
+    ledger, applier = Ledger(), Applier()
+    reader = ListReader(list(range(10)))
+    intake = Intake(ledger, reader, applier, lambda topic, n: None, lambda: paused[0])  # type: ignore[arg-type]
+    intake.idle_after = 3600.0  # not the idle check: nothing would be read back for an hour
+    await intake.take("usage", [event(8), event(9)])  # 0..7 missing: read back, paused at once
+    assert applier.applied == [] and ledger.cursor(P) == 0
+    paused[0] = False  # the rebalance (the end of a recovery) is over, the partition stayed
+    await intake.check_idle([("usage", P)], lambda p: 10, event(0))
+    assert applier.applied == list(range(10))
+    await acknowledge(applier)
+    assert ledger.frontier(P) == 10
+
+
 async def test_a_read_back_cut_short_by_the_partitions_end_claims_only_what_it_read() -> None:
     reader = ListReader(list(range(5)))
     intake, ledger, applier = intake_with(reader)
