@@ -40,16 +40,10 @@ from aiokafka.partitioner import DefaultPartitioner
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import (  # noqa: E402 - bench/bench.py, the main bench's worker and broker handling
-    PARTITIONS,
-    STARTED,
-    Worker,
-    bench_env,
-    check_aiokafka_c_extension,
-    iccid,
-    produce,
-    stop_started,
-)
+from fleet import PARTITIONS, iccid  # noqa: E402 - the main bench's modules (bench.py)
+from kafka import produce  # noqa: E402
+from workers import STARTED, Worker, bench_env, check_aiokafka_c_extension, stop_started  # noqa: E402
+
 from stream_app import codec  # noqa: E402
 from stream_app.domain import Policy, SimState, copy_state, new_state  # noqa: E402
 from stream_app.domain.engine import apply_input  # noqa: E402
