@@ -47,11 +47,13 @@ tools:
 test: jars lint tools
 	$(BIN)/pytest -q -ra
 
-# Benchmark (not a test: prints figures, asserts nothing). `make bench RECORDS=100000`
-# for a quick look; the full size takes several minutes.
+# Benchmark (not a test: prints figures, asserts nothing). `make bench RECORDS=100000
+# SIMS=10000 MEMORY_SIMS=20000` for a quick look; the default takes about 12 minutes.
+# Steady-state SIMs are ~5.5 kB of changelog each: MEMORY_SIMS=1000000 (the target's
+# million) preloads 5.5 GB twice and takes far longer.
 RECORDS ?= 1000000
 SIMS ?= 100000
-MEMORY_SIMS ?= 1000000
+MEMORY_SIMS ?= 200000
 bench: jars
 	$(BIN)/python bench/bench.py --records $(RECORDS) --sims $(SIMS) --memory-sims $(MEMORY_SIMS)
 
