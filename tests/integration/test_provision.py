@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,32 @@ pytestmark = pytest.mark.integration
 SPEED = 20
 START = parse_time("2026-03-16T04:00:00Z")  # mid-month in every zone: no month start in the test
 QUOTA = 1000
+
+
+def subscription(sim: str) -> dict[str, Any]:
+    return {
+        "iccid": sim,
+        "plan_id": "iot-1k",
+        "quota_bytes": QUOTA,
+        "valid_from": "2026-01-01T00:00:00Z",
+        "expires_at": None,
+        "auto_suspend": True,
+        "updated_at": format_time(START - timedelta(days=1)),
+    }
+
+
+def over_quota(sim: str, now: datetime) -> dict[str, Any]:
+    """One record of 1,100 bytes, over the 1,000-byte quota, ended five minutes ago."""
+    begin = now - timedelta(minutes=10)
+    return {
+        "record_id": f"{sim}-1",
+        "iccid": sim,
+        "carrier": "cmcc",
+        "start": format_time(begin),
+        "end": format_time(begin + timedelta(minutes=5)),
+        "bytes_up": 600,
+        "bytes_down": 500,
+    }
 
 
 def sim_state(worker: WorkerProcess, sim: str) -> dict[str, Any]:
@@ -109,29 +135,10 @@ async def test_commands_are_applied_resent_given_up_and_drift_repaired(
     try:
         now = settings.clock().now()
         for sim in sims:
-            subscription = {
-                "iccid": sim,
-                "plan_id": "iot-1k",
-                "quota_bytes": QUOTA,
-                "valid_from": "2026-01-01T00:00:00Z",
-                "expires_at": None,
-                "auto_suspend": True,
-                "updated_at": format_time(START - timedelta(days=1)),
-            }
-            await send(producer, settings, "subscriptions", subscription)
+            await send(producer, settings, "subscriptions", subscription(sim))
         await wait_known(worker, *sims)
         for sim in sims:
-            begin = now - timedelta(minutes=10)
-            record = {
-                "record_id": f"{sim}-1",
-                "iccid": sim,
-                "carrier": "cmcc",
-                "start": format_time(begin),
-                "end": format_time(begin + timedelta(minutes=5)),
-                "bytes_up": 600,
-                "bytes_down": 500,
-            }
-            await send(producer, settings, "usage", record)
+            await send(producer, settings, "usage", over_quota(sim, now))
         await out.wait_for(lambda _: len(out.of("commands", trigger="usage")) == len(sims))
         suspend = {c["iccid"]: c["command_id"] for c in out.of("commands", trigger="usage")}
         await out.wait_for(
@@ -215,28 +222,9 @@ async def test_resends_go_on_after_a_killed_worker_without_new_attempts_or_ids(
     sim = iccid()
     out = await outputs_for(kafka, settings)
     try:
-        subscription = {
-            "iccid": sim,
-            "plan_id": "iot-1k",
-            "quota_bytes": QUOTA,
-            "valid_from": "2026-01-01T00:00:00Z",
-            "expires_at": None,
-            "auto_suspend": True,
-            "updated_at": format_time(START - timedelta(days=1)),
-        }
-        await send(producer, settings, "subscriptions", subscription)
+        await send(producer, settings, "subscriptions", subscription(sim))
         await wait_known(first, sim)
-        begin = settings.clock().now() - timedelta(minutes=10)
-        record = {
-            "record_id": f"{sim}-1",
-            "iccid": sim,
-            "carrier": "cmcc",
-            "start": format_time(begin),
-            "end": format_time(begin + timedelta(minutes=5)),
-            "bytes_up": 600,
-            "bytes_down": 500,
-        }
-        await send(producer, settings, "usage", record)
+        await send(producer, settings, "usage", over_quota(sim, settings.clock().now()))
         await out.wait_for(lambda _: len(out.of("commands", iccid=sim, attempt=2)) >= 1, timeout=60)
         first.kill()
         attempts_before_the_kill = {c["attempt"] for c in out.of("commands", iccid=sim)}
