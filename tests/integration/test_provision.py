@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,32 @@ pytestmark = pytest.mark.integration
 SPEED = 20
 START = parse_time("2026-03-16T04:00:00Z")  # mid-month in every zone: no month start in the test
 QUOTA = 1000
+
+
+def subscription(sim: str) -> dict[str, Any]:
+    return {
+        "iccid": sim,
+        "plan_id": "iot-1k",
+        "quota_bytes": QUOTA,
+        "valid_from": "2026-01-01T00:00:00Z",
+        "expires_at": None,
+        "auto_suspend": True,
+        "updated_at": format_time(START - timedelta(days=1)),
+    }
+
+
+def over_quota(sim: str, now: datetime) -> dict[str, Any]:
+    """One record of 1,100 bytes, over the 1,000-byte quota, ended five minutes ago."""
+    begin = now - timedelta(minutes=10)
+    return {
+        "record_id": f"{sim}-1",
+        "iccid": sim,
+        "carrier": "cmcc",
+        "start": format_time(begin),
+        "end": format_time(begin + timedelta(minutes=5)),
+        "bytes_up": 600,
+        "bytes_down": 500,
+    }
 
 
 def sim_state(worker: WorkerProcess, sim: str) -> dict[str, Any]:
@@ -109,29 +135,10 @@ async def test_commands_are_applied_resent_given_up_and_drift_repaired(
     try:
         now = settings.clock().now()
         for sim in sims:
-            subscription = {
-                "iccid": sim,
-                "plan_id": "iot-1k",
-                "quota_bytes": QUOTA,
-                "valid_from": "2026-01-01T00:00:00Z",
-                "expires_at": None,
-                "auto_suspend": True,
-                "updated_at": format_time(START - timedelta(days=1)),
-            }
-            await send(producer, settings, "subscriptions", subscription)
+            await send(producer, settings, "subscriptions", subscription(sim))
         await wait_known(worker, *sims)
         for sim in sims:
-            begin = now - timedelta(minutes=10)
-            record = {
-                "record_id": f"{sim}-1",
-                "iccid": sim,
-                "carrier": "cmcc",
-                "start": format_time(begin),
-                "end": format_time(begin + timedelta(minutes=5)),
-                "bytes_up": 600,
-                "bytes_down": 500,
-            }
-            await send(producer, settings, "usage", record)
+            await send(producer, settings, "usage", over_quota(sim, now))
         await out.wait_for(lambda _: len(out.of("commands", trigger="usage")) == len(sims))
         suspend = {c["iccid"]: c["command_id"] for c in out.of("commands", trigger="usage")}
         await out.wait_for(
@@ -193,3 +200,50 @@ async def test_commands_are_applied_resent_given_up_and_drift_repaired(
     assert out.of("deadletter") == []
     assert status == 0, log
     assert "provision: stopped by SIGTERM" in log
+
+
+async def test_resends_go_on_after_a_killed_worker_without_new_attempts_or_ids(
+    kafka: str,
+    start_worker: Callable[[dict[str, str]], WorkerProcess],
+    producer: AIOKafkaProducer,
+) -> None:
+    """No provisioning answers: the suspend is sent again at each timeout. The worker is
+    killed (kill -9) after the second send; its replacement recovers the pending command
+    from the changelog and goes on with attempt 3, then gives up once. A send the dead
+    worker may have made again after a crash repeats the same command id and attempt."""
+    env = worker_env(
+        kafka,
+        STREAM_APP_COMMAND_ACK_TIMEOUT="2m",  # 6 s wall
+        STREAM_APP_COMMAND_MAX_ATTEMPTS="3",
+        **simulated_clock(START, SPEED, time.time()),
+    )
+    first = start_worker(env)
+    settings = first.settings
+    sim = iccid()
+    out = await outputs_for(kafka, settings)
+    try:
+        await send(producer, settings, "subscriptions", subscription(sim))
+        await wait_known(first, sim)
+        await send(producer, settings, "usage", over_quota(sim, settings.clock().now()))
+        await out.wait_for(lambda _: len(out.of("commands", iccid=sim, attempt=2)) >= 1, timeout=60)
+        first.kill()
+        attempts_before_the_kill = {c["attempt"] for c in out.of("commands", iccid=sim)}
+        start_worker(env)
+        await out.wait_for(lambda _: bool(out.of("alerts", kind="command_failed", iccid=sim)), timeout=120)
+        await out.settle(8)  # a further timeout (6 s wall) would show a fourth send
+    finally:
+        await out.consumer.stop()
+
+    assert attempts_before_the_kill == {1, 2}
+    commands = out.of("commands", iccid=sim)
+    assert {c["command_id"] for c in commands} == {commands[0]["command_id"]}
+    assert sorted({c["attempt"] for c in commands}) == [1, 2, 3]
+    for attempt in (1, 2, 3):
+        same = [
+            {k: c[k] for k in ("action", "reason", "trigger", "cause")}
+            for c in commands
+            if c["attempt"] == attempt
+        ]
+        assert same and all(s == same[0] for s in same), same
+    failures = {a["alert_id"]: a for a in out.of("alerts", kind="command_failed", iccid=sim)}
+    assert [a["attempts"] for a in failures.values()] == [3]
