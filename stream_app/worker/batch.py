@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from ..codec import Stored, stored_of
 from ..domain import InvalidInput, Policy, SimState, UsageRecord, new_state
@@ -20,6 +20,8 @@ from ..domain.engine import Input, apply_input
 from ..domain.fast import DUPLICATE, fast_usage
 from ..domain.memory import id_hash
 from ..pipeline import Decision, Source, apply, parse, rejected
+
+Item = TypeVar("Item")
 
 
 class Incoming(NamedTuple):
@@ -41,20 +43,16 @@ class SimBatch(NamedTuple):
     decisions: list[tuple[Incoming, Decision]]
 
 
-def decide_batch(
-    logical: str,
-    batch: list[Incoming],
-    load: Callable[[str], Stored | None],
-    now: datetime,
-    policy: Policy,
-    max_bytes: int,
-) -> tuple[list[tuple[Incoming, Decision]], list[SimBatch]]:
-    """Return the invalid messages' dead letters, and each SIM's decisions in order."""
+def grouped(
+    batch: list[Incoming], parse_one: Callable[[Incoming], Item], key_of: Callable[[Item], str]
+) -> tuple[list[tuple[Incoming, Decision]], dict[str, list[tuple[Incoming, Item]]]]:
+    """The dead letters of the messages that do not parse, and the others grouped by
+    ``key_of`` (a SIM's ICCID, a pool's id), each group in batch order."""
     invalid: list[tuple[Incoming, Decision]] = []
-    by_sim: dict[str, list[tuple[Incoming, Input]]] = {}
+    groups: dict[str, list[tuple[Incoming, Item]]] = {}
     for incoming in batch:
         try:
-            item = parse(logical, incoming.raw, max_bytes, incoming.key)
+            item = parse_one(incoming)
         except InvalidInput as exc:
             invalid.append(
                 (incoming, rejected(incoming.source, incoming.raw, None, exc.code, exc.detail, "invalid"))
@@ -67,7 +65,22 @@ def decide_batch(
                 )
             )
         else:
-            by_sim.setdefault(item.iccid, []).append((incoming, item))
+            groups.setdefault(key_of(item), []).append((incoming, item))
+    return invalid, groups
+
+
+def decide_batch(
+    logical: str,
+    batch: list[Incoming],
+    load: Callable[[str], Stored | None],
+    now: datetime,
+    policy: Policy,
+    max_bytes: int,
+) -> tuple[list[tuple[Incoming, Decision]], list[SimBatch]]:
+    """Return the invalid messages' dead letters, and each SIM's decisions in order."""
+    invalid, by_sim = grouped(
+        batch, lambda incoming: parse(logical, incoming.raw, max_bytes, incoming.key), lambda item: item.iccid
+    )
     sims = []
     for iccid, entries in by_sim.items():
         try:

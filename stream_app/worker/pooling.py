@@ -18,7 +18,7 @@ from ..domain.inputs import Pool, pool
 from ..domain.pools import PoolState, Report, apply_pool, apply_report, new_pool, pool_from_dict, report_of
 from ..pipeline import Decision, rejected
 from ..topics import POOLS
-from .batch import Incoming
+from .batch import Incoming, grouped
 from .writer import Written
 
 ROWS_PER_WRITE = 1000
@@ -48,28 +48,15 @@ def _parse(logical: str, incoming: Incoming, max_bytes: int) -> Pool | Report:
     return item
 
 
+def _pool_id(item: Pool | Report) -> str:
+    return item.pool_id
+
+
 def decide_pools(
     logical: str, batch: list[Incoming], load: Load, now: datetime, policy: Policy, max_bytes: int
 ) -> tuple[list[tuple[Incoming, Decision]], list[PoolBatch]]:
     """The dead letters of the batch's bad messages, and each pool's new state and outputs."""
-    invalid: list[tuple[Incoming, Decision]] = []
-    by_pool: dict[str, list[tuple[Incoming, Pool | Report]]] = {}
-    for incoming in batch:
-        try:
-            item = _parse(logical, incoming, max_bytes)
-        except InvalidInput as exc:
-            invalid.append(
-                (incoming, rejected(incoming.source, incoming.raw, None, exc.code, exc.detail, "invalid"))
-            )
-        except Exception as exc:  # a bug must not stall the partition
-            invalid.append(
-                (
-                    incoming,
-                    rejected(incoming.source, incoming.raw, None, "internal_error", repr(exc), "error"),
-                )
-            )
-        else:
-            by_pool.setdefault(item.pool_id, []).append((incoming, item))
+    invalid, by_pool = grouped(batch, lambda incoming: _parse(logical, incoming, max_bytes), _pool_id)
     pools = []
     for pool_id, entries in by_pool.items():
         members = sorted({item.iccid for _incoming, item in entries if isinstance(item, Report)})
