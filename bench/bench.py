@@ -19,7 +19,6 @@ ceiling, commits, changelog bytes), workers.py (the worker processes), figures.p
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import shutil
 import sys
@@ -32,16 +31,21 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import orjson  # noqa: E402
 from figures import latency, memory_and_recovery, preload_fleet, replay_rate  # noqa: E402
 from fleet import EVERY, WORKER_NOW, horizon_ids, usage_records  # noqa: E402
 from kafka import bytes_written, ceiling, changelog_ends, produce, wait_committed  # noqa: E402
-from workers import STARTED, Worker, bench_env, check_aiokafka_c_extension, stop_started  # noqa: E402
+from workers import (  # noqa: E402
+    Worker,
+    bench_env,
+    check_aiokafka_c_extension,
+    own_broker,
+    run_script,
+    show_results,
+    stop_started,
+)
 
 from stream_app.settings import Settings  # noqa: E402
 from stream_app.tools.admin import ensure_topics  # noqa: E402
-from stream_app.tools.interrupt import interrupt_on_signals  # noqa: E402
-from stream_app.tools.localbroker import LocalBroker, free_port  # noqa: E402
 
 MEMORY_STORE_SIMS = 200_000
 """At most this many SIMs for the memory store's figures: it holds every SIM's entries
@@ -146,16 +150,7 @@ async def main() -> None:
     check_aiokafka_c_extension()
 
     workdir = Path(tempfile.mkdtemp(prefix="stream-app-bench-"))
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not bootstrap:
-        broker = LocalBroker(
-            home=workdir / "kafka",
-            port=free_port(),
-            controller_port=free_port(),
-            libs=LocalBroker(home=ROOT / ".kafka").ensure_jars(),
-        )
-        STARTED.append(broker)
-        bootstrap = broker.start()
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or own_broker(workdir)
     results: dict[str, Any] = {
         "records": args.records,
         "sims": args.sims,
@@ -170,29 +165,8 @@ async def main() -> None:
         stop_started()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    Path(args.output).write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
-    print()
-    print(f"{'figure':<36}{'value':>18}")
-    for key, value in results.items():
-        shown = (
-            f"{value:,.2f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else value
-        )
-        print(f"{key:<36}{shown:>18}")
-    print(f"\nwritten to {args.output}")
+    show_results(results, args.output)
 
 
 if __name__ == "__main__":
-    interrupt_on_signals()
-    try:
-        asyncio.run(main())
-    except KeyboardInterrupt as signalled:
-        stop_started()
-        print(
-            f"bench: interrupted ({signalled}); its broker and workers are stopped",
-            file=sys.stderr,
-            flush=True,
-        )
-        sys.stdout.flush()
-        # Exit now: the Kafka clients' sends cut short are dropped on purpose, and would
-        # only be reported as "Task was destroyed" while the interpreter winds down.
-        os._exit(1)
+    run_script(main, "bench")

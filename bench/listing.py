@@ -15,11 +15,9 @@ here asserts a speed.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,11 +31,23 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from fleet import PARTITIONS  # noqa: E402 - the main bench's modules (bench.py)
+from kafka import produce  # noqa: E402
+from workers import (  # noqa: E402
+    STARTED,
+    WORKER,
+    Worker,
+    bench_env,
+    own_broker,
+    run_script,
+    settled_rss,
+    stop_started,
+)
 
 from stream_app import codec  # noqa: E402
 from stream_app.domain import Policy, SimState, copy_state, new_state  # noqa: E402
@@ -46,13 +56,10 @@ from stream_app.domain.timeutil import format_time, parse_time  # noqa: E402
 from stream_app.pipeline import validate  # noqa: E402
 from stream_app.settings import Settings  # noqa: E402
 from stream_app.tools.admin import ensure_topics  # noqa: E402
-from stream_app.tools.interrupt import interrupt_on_signals  # noqa: E402
-from stream_app.tools.localbroker import LocalBroker, free_port  # noqa: E402
-from stream_app.topics import REGISTRY, env_name  # noqa: E402
+from stream_app.tools.localbroker import free_port  # noqa: E402
 from stream_app.worker.app import TABLE  # noqa: E402
 from stream_app.worker.ownership import Books  # noqa: E402
 
-PARTITIONS = 8
 NOW = "2026-03-20T12:00:00+08:00"
 """The middle of a month: nothing falls due while the bench runs."""
 POOLS = 200
@@ -183,80 +190,14 @@ def fleet(
             yield key, value, partition
 
 
-async def produce(bootstrap: str, topic: str, items: Iterator[tuple[bytes, bytes | None, int]]) -> int:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=512 * 1024, acks=1)
-    await producer.start()
-    count, pending = 0, []
-    try:
-        for key, value, partition in items:
-            pending.append(await producer.send(topic, value, key=key, partition=partition))
-            count += 1
-            if len(pending) >= 20_000:
-                await asyncio.gather(*pending)
-                pending = []
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
-    return count
-
-
-class Worker:
-    def __init__(self, env: dict[str, str], data_dir: Path, indexed: bool = True) -> None:
-        self.env = {**os.environ, **env, "STREAM_APP_DATA_DIR": str(data_dir)}
-        self.port = int(env["STREAM_APP_WEB_PORT"])
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.log = data_dir / f"worker-{uuid.uuid4().hex[:6]}.log"
-        self.started = time.perf_counter()
-        command = ["-m", "stream_app", "worker"] if indexed else ["-c", NO_INDEX]
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen([sys.executable, *command], env=self.env, stdout=out, stderr=out)
-        STARTED.append(self)
-
-    def wait_ready(self, timeout: float = 900) -> float:
-        deadline = time.perf_counter() + timeout
-        while True:
-            try:
-                if get(self.port, "/readyz")[0] == 200:
-                    return time.perf_counter()
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.perf_counter() > deadline:
-                raise RuntimeError("worker failed:\n" + self.log.read_text(errors="replace")[-3000:])
-            time.sleep(0.05)
-
-    def wait_books(self, partitions: int, timeout: float = 600) -> float:
-        """Until the worker has logged its books built (one line per partition)."""
-        deadline = time.perf_counter() + timeout
-        while self.log.read_text(errors="replace").count(" pools, ") < partitions:
-            if self.proc.poll() is not None or time.perf_counter() > deadline:
-                raise RuntimeError("books never built:\n" + self.log.read_text(errors="replace")[-3000:])
-            time.sleep(0.05)
-        return time.perf_counter()
-
-    def rss(self) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        return 0
-
-    def settled_rss(self, timeout: float = 120) -> int:
-        deadline = time.perf_counter() + timeout
-        previous = self.rss()
-        while time.perf_counter() < deadline:
-            time.sleep(3)
-            current = self.rss()
-            if abs(current - previous) < previous * 0.005:
-                return current
-            previous = current
-        return self.rss()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+def wait_books(worker: Worker, partitions: int, timeout: float = 600) -> float:
+    """Until the worker has logged its books built (one line per partition)."""
+    deadline = time.perf_counter() + timeout
+    while worker.log.read_text(errors="replace").count(" pools, ") < partitions:
+        if worker.proc.poll() is not None or time.perf_counter() > deadline:
+            raise RuntimeError("books never built:\n" + worker.log.read_text(errors="replace")[-3000:])
+        time.sleep(0.05)
+    return time.perf_counter()
 
 
 def get(port: int, path: str) -> tuple[int, Any]:
@@ -328,25 +269,17 @@ def _build_without_index(books: Books, partition: int, cards: list[codec.Card]) 
     return book
 
 
-def bench_env(bootstrap: str, suffix: str, store: str) -> dict[str, str]:
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "STREAM_APP_ID": f"listing-{suffix}",
-        "STREAM_APP_PARTITIONS": str(PARTITIONS),
-        "STREAM_APP_STANDBY_REPLICAS": "0",
-        "STREAM_APP_STORE": store,
-        "STREAM_APP_WEB_PORT": str(free_port()),
-        "STREAM_APP_LOG_LEVEL": "info",
-        "STREAM_APP_TICK_INTERVAL": "1s",
-        "STREAM_APP_CLOCK": "simulated",
-        "STREAM_APP_CLOCK_START": NOW,
-        "STREAM_APP_CLOCK_SPEED": "1",
-        "STREAM_APP_CLOCK_ANCHOR": str(time.time()),
-        "STREAM_APP_FAUST_BROKER_SESSION_TIMEOUT": "10",
-    }
-    for spec in REGISTRY:
-        env[env_name(spec.logical)] = f"{spec.default_name}.listing-{suffix}"
-    return env
+def listing_env(bootstrap: str, suffix: str, store: str) -> dict[str, str]:
+    """The bench's worker settings, with books logged and ticks every second (the books are
+    built at a worker's first tick), in the middle of a month."""
+    return bench_env(
+        bootstrap,
+        f"listing-{suffix}",
+        STREAM_APP_STORE=store,
+        STREAM_APP_LOG_LEVEL="info",
+        STREAM_APP_TICK_INTERVAL="1s",
+        STREAM_APP_CLOCK_START=NOW,
+    )
 
 
 def report(results: dict[str, Any], key: str, value: Any, text: str) -> None:
@@ -364,19 +297,10 @@ async def main() -> None:  # noqa: PLR0915 - one linear script, read top to bott
     parser.add_argument("--output", default=str(ROOT / "bench-listing.json"))
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="stream-app-listing-"))
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not bootstrap:
-        broker = LocalBroker(
-            home=workdir / "kafka",
-            port=free_port(),
-            controller_port=free_port(),
-            libs=LocalBroker(home=ROOT / ".kafka").ensure_jars(),
-        )
-        STARTED.append(broker)
-        bootstrap = broker.start()
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or own_broker(workdir)
     results: dict[str, Any] = {"sims": args.sims, "store": args.store, "machine": f"{os.cpu_count()} cpus"}
     try:
-        env = bench_env(bootstrap, uuid.uuid4().hex[:8], args.store)
+        env = listing_env(bootstrap, uuid.uuid4().hex[:8], args.store)
         settings = Settings.from_env(env)
         policy = settings.policy()
         await ensure_topics(settings)
@@ -397,10 +321,10 @@ async def main() -> None:  # noqa: PLR0915 - one linear script, read top to bott
         books = {}
         for indexed in (False, True):
             name = "with" if indexed else "without"
-            worker = Worker(env, workdir / f"worker-{name}", indexed=indexed)
+            worker = Worker(env, workdir / f"worker-{name}", WORKER if indexed else ["-c", NO_INDEX])
             ready = worker.wait_ready()
-            books[name] = worker.wait_books(PARTITIONS) - ready
-            rss[name] = worker.settled_rss()
+            books[name] = wait_books(worker, PARTITIONS) - ready
+            rss[name] = settled_rss(worker)
             print(
                 f"{name} the index: ready in {ready - worker.started:.0f} s, books built "
                 f"{books[name]:.1f} s after, RSS {rss[name] / 2**20:,.0f} MiB",
@@ -467,7 +391,7 @@ async def main() -> None:  # noqa: PLR0915 - one linear script, read top to bott
             second = Worker(env2, workdir / "worker-second")
             second.wait_ready()
             worker.wait_ready()
-            second.wait_books(PARTITIONS // 2)
+            wait_books(second, PARTITIONS // 2)
             deadline = time.perf_counter() + 300
             while get(port, "/sims?status=suspended&limit=1")[1]["partial"]:
                 assert time.perf_counter() < deadline, "the two workers never answered together"
@@ -505,21 +429,5 @@ async def main() -> None:  # noqa: PLR0915 - one linear script, read top to bott
     print(f"\nwritten to {args.output}")
 
 
-STARTED: list[Worker | LocalBroker] = []
-
-
-def stop_started() -> None:
-    while STARTED:
-        STARTED.pop().stop()
-
-
 if __name__ == "__main__":
-    interrupt_on_signals()
-    try:
-        asyncio.run(main())
-    except KeyboardInterrupt as signalled:
-        stop_started()
-        print(
-            f"listing bench: interrupted ({signalled}); its broker and workers are stopped", file=sys.stderr
-        )
-        os._exit(1)
+    run_script(main, "listing bench")

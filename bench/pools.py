@@ -42,7 +42,15 @@ sys.path.insert(0, str(ROOT))
 
 from fleet import PARTITIONS, iccid  # noqa: E402 - the main bench's modules (bench.py)
 from kafka import produce  # noqa: E402
-from workers import STARTED, Worker, bench_env, check_aiokafka_c_extension, stop_started  # noqa: E402
+from workers import (  # noqa: E402
+    Worker,
+    bench_env,
+    check_aiokafka_c_extension,
+    own_broker,
+    run_script,
+    show_results,
+    stop_started,
+)
 
 from stream_app import codec  # noqa: E402
 from stream_app.domain import Policy, SimState, copy_state, new_state  # noqa: E402
@@ -53,8 +61,6 @@ from stream_app.domain.timeutil import format_time, parse_time  # noqa: E402
 from stream_app.pipeline import validate  # noqa: E402
 from stream_app.settings import Settings  # noqa: E402
 from stream_app.tools.admin import ensure_topics  # noqa: E402
-from stream_app.tools.interrupt import interrupt_on_signals  # noqa: E402
-from stream_app.tools.localbroker import LocalBroker, free_port  # noqa: E402
 from stream_app.worker.app import TABLE  # noqa: E402
 from stream_app.worker.pooling import ROWS_PER_WRITE  # noqa: E402
 
@@ -270,7 +276,7 @@ async def run_out(bootstrap: str, settings: Settings, members: int, timeout: flo
     }
 
 
-async def main() -> None:  # noqa: PLR0915 - one linear script, read top to bottom
+async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--members", type=int, default=100_000)
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the commands")
@@ -284,14 +290,7 @@ async def main() -> None:  # noqa: PLR0915 - one linear script, read top to bott
         "machine": f"{os.cpu_count()} cpus, {sys.version.split()[0]}",
     }
     try:
-        broker = LocalBroker(
-            home=workdir / "kafka",
-            port=free_port(),
-            controller_port=free_port(),
-            libs=LocalBroker(home=ROOT / ".kafka").ensure_jars(),
-        )
-        STARTED.append(broker)
-        bootstrap = broker.start()
+        bootstrap = own_broker(workdir)
         env = bench_env(bootstrap, "pools", STREAM_APP_CLOCK_START=WORKER_NOW)
         settings = Settings.from_env(env)
         policy = settings.policy()
@@ -357,22 +356,8 @@ async def main() -> None:  # noqa: PLR0915 - one linear script, read top to bott
         stop_started()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    Path(args.output).write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
-    print()
-    for key, value in results.items():
-        shown = (
-            f"{value:,.2f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else value
-        )
-        print(f"{key:<34}{shown:>18}")
-    print(f"\nwritten to {args.output}")
+    show_results(results, args.output)
 
 
 if __name__ == "__main__":
-    interrupt_on_signals()
-    try:
-        asyncio.run(main())
-    except KeyboardInterrupt as signalled:
-        stop_started()
-        print(f"bench-pools: interrupted ({signalled}); its broker and workers are stopped", file=sys.stderr)
-        sys.stdout.flush()
-        os._exit(1)  # as bench.py: the Kafka clients' sends cut short are dropped on purpose
+    run_script(main, "bench-pools")

@@ -3,19 +3,26 @@ their readiness and resident memory, and the clean-up of whatever the run starte
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
+import orjson
 from fleet import PARTITIONS, WORKER_NOW
 
 from stream_app.domain.timeutil import format_time
+from stream_app.tools.interrupt import interrupt_on_signals
 from stream_app.tools.localbroker import LocalBroker, free_port
 from stream_app.topics import REGISTRY, env_name
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def check_aiokafka_c_extension() -> None:
@@ -28,15 +35,20 @@ def check_aiokafka_c_extension() -> None:
         )
 
 
+WORKER = ["-m", "stream_app", "worker"]
+
+
 class Worker:
-    def __init__(self, env: dict[str, str], data_dir: Path) -> None:
+    def __init__(self, env: dict[str, str], data_dir: Path, command: list[str] = WORKER) -> None:
+        """``command``: the Python arguments that run the worker (another for a baseline)."""
         self.env = {**os.environ, **env, "STREAM_APP_DATA_DIR": str(data_dir)}
+        self.port = int(env["STREAM_APP_WEB_PORT"])
         data_dir.mkdir(parents=True, exist_ok=True)
         self.log = data_dir / f"worker-{uuid.uuid4().hex[:6]}.log"
         self.started = time.perf_counter()
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "stream_app", "worker"],
+                [sys.executable, *command],
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -45,7 +57,7 @@ class Worker:
 
     def wait_ready(self, timeout: float = 900) -> float:
         """Until /readyz answers 200: partitions owned and tables recovered."""
-        url = f"http://127.0.0.1:{self.env['STREAM_APP_WEB_PORT']}/readyz"
+        url = f"http://127.0.0.1:{self.port}/readyz"
         deadline = time.perf_counter() + timeout
         while True:
             try:
@@ -104,6 +116,43 @@ def settled_rss(worker: Worker, timeout: float = 120) -> int:
             return current
         previous = current
     return worker.rss()
+
+
+def own_broker(workdir: Path) -> str:
+    """Start a broker of the run's own in ``workdir`` (stopped by stop_started); its address."""
+    broker = LocalBroker(
+        home=workdir / "kafka",
+        port=free_port(),
+        controller_port=free_port(),
+        libs=LocalBroker(home=ROOT / ".kafka").ensure_jars(),
+    )
+    STARTED.append(broker)
+    return broker.start()
+
+
+def show_results(results: dict[str, Any], output: str) -> None:
+    """Write the results to ``output`` as JSON and print them as a table."""
+    Path(output).write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    print()
+    print(f"{'figure':<36}{'value':>18}")
+    for key, value in results.items():
+        shown = (
+            f"{value:,.2f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else value
+        )
+        print(f"{key:<36}{shown:>18}")
+    print(f"\nwritten to {output}")
+
+
+def run_script(main: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
+    """Run a bench script; interrupted (Ctrl-C, `timeout`, kill), stop what it started."""
+    interrupt_on_signals()
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt as signalled:
+        stop_started()
+        print(f"{name}: interrupted ({signalled}); its broker and workers are stopped", file=sys.stderr)
+        sys.stdout.flush()
+        os._exit(1)  # the Kafka clients' sends cut short are dropped on purpose
 
 
 # Interrupted (Ctrl-C, `timeout`, kill) or not, the bench stops what it started: its
