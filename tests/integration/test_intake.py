@@ -141,9 +141,9 @@ async def test_a_partition_held_back_is_read_once_idle_long_enough(kafka: str) -
         await intake.gaps.stop()
 
 
-async def test_offsets_without_records_are_passed_over(kafka: str) -> None:
-    """Transaction markers take offsets: a gap of markers only is read, found empty, done."""
-    topic = await topic_with(kafka, 0)
+async def three_transactions(kafka: str, topic: str) -> None:
+    """Three transactions of one record each on partition 1: records at 0, 2 and 4, a
+    commit marker after each."""
     producer = AIOKafkaProducer(bootstrap_servers=kafka, transactional_id=f"tx-{uuid.uuid4().hex[:6]}")
     await producer.start()
     try:
@@ -152,6 +152,12 @@ async def test_offsets_without_records_are_passed_over(kafka: str) -> None:
                 await producer.send(topic, b"v%d" % n, key=b"k", partition=1)
     finally:
         await producer.stop()
+
+
+async def test_offsets_without_records_are_passed_over(kafka: str) -> None:
+    """Transaction markers take offsets: a gap of markers only is read, found empty, done."""
+    topic = await topic_with(kafka, 0)
+    await three_transactions(kafka, topic)
     # Records at 0, 2, 4 and a commit marker after each.
     intake, ledger, recorder = intake_for(kafka, f"g-{uuid.uuid4().hex[:6]}")
     try:
@@ -186,14 +192,7 @@ def chunk_event(topic: str, records: list[Any], partition: int = 1) -> ChunkEven
 
 async def test_markers_inside_a_fetched_chunk_are_not_read_back(kafka: str) -> None:
     topic = await topic_with(kafka, 0)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka, transactional_id=f"tx-{uuid.uuid4().hex[:6]}")
-    await producer.start()
-    try:
-        for n in range(3):
-            async with producer.transaction():
-                await producer.send(topic, b"v%d" % n, key=b"k", partition=1)
-    finally:
-        await producer.stop()
+    await three_transactions(kafka, topic)
     records = await fetched(kafka, topic, expected=3)  # at 0, 2 and 4: a marker after each
     intake, ledger, recorder = intake_for(kafka, f"g-{uuid.uuid4().hex[:6]}")
     try:

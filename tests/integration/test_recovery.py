@@ -166,15 +166,22 @@ def env_for(kafka: str, **overrides: str) -> dict[str, str]:
     )
 
 
-async def test_a_fresh_worker_holds_exactly_what_the_changelog_says(kafka: str, tmp_path: Path) -> None:
-    env = env_for(kafka)
+async def changelog_of(
+    kafka: str, env: dict[str, str], tmp_path: Path, sims: int
+) -> dict[int, dict[bytes, bytes]]:
+    """The topics, then the table's changelog holding ``sims`` SIMs; what each partition holds."""
     settings = Settings.from_env(env)
     await ensure_topics(settings)
     # An empty worker first creates the changelog topic as Faust declares it.
     empty = WorkerProcess(env, tmp_path / "empty")
     empty.start()
     empty.stop()
-    expected = await write_changelog(kafka, settings, 6_000)
+    return await write_changelog(kafka, settings, sims)
+
+
+async def test_a_fresh_worker_holds_exactly_what_the_changelog_says(kafka: str, tmp_path: Path) -> None:
+    env = env_for(kafka)
+    expected = await changelog_of(kafka, env, tmp_path, 6_000)
     worker = WorkerProcess(env, tmp_path / "fresh")
     try:
         worker.start()
@@ -189,12 +196,7 @@ async def test_a_worker_joining_mid_recovery_restarts_it_and_standbys_fill(
     kafka: str, tmp_path: Path
 ) -> None:
     env = env_for(kafka, STREAM_APP_STANDBY_REPLICAS="1")
-    settings = Settings.from_env(env)
-    await ensure_topics(settings)
-    empty = WorkerProcess(env, tmp_path / "empty")
-    empty.start()
-    empty.stop()
-    expected = await write_changelog(kafka, settings, 60_000)
+    expected = await changelog_of(kafka, env, tmp_path, 60_000)
     first = WorkerProcess(env, tmp_path / "first")
     second = WorkerProcess({**env, "STREAM_APP_WEB_PORT": str(free_port())}, tmp_path / "second")
     try:
