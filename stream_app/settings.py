@@ -110,6 +110,11 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable("STREAM_APP_STORE", "memory://", "table store: memory:// or rocksdb://"),
     Variable("STREAM_APP_DATA_DIR", ".stream-app-data", "worker data directory (tables)"),
+    Variable(
+        "STREAM_APP_ROCKSDB_MEMORY_MIB",
+        "256",
+        "rocksdb:// only: MiB of write buffers and block cache, shared out over the partitions",
+    ),
     Variable("STREAM_APP_STANDBY_REPLICAS", "1", "standby table replicas for fast failover"),
     Variable("STREAM_APP_WEB_HOST", "127.0.0.1", "host name peers use to reach this worker's web server"),
     Variable("STREAM_APP_WEB_PORT", "6066", "worker web server port"),
@@ -205,6 +210,7 @@ class Settings:
     tick_interval: timedelta
     store: str
     data_dir: str
+    rocksdb_memory_mib: int
     standby_replicas: int
     web_host: str
     event_loop: str
@@ -281,6 +287,7 @@ class Settings:
             tick_interval=get("STREAM_APP_TICK_INTERVAL", _positive_duration, timedelta(seconds=10)),
             store=get("STREAM_APP_STORE", _choice("memory://", "rocksdb://"), "memory://"),
             data_dir=get("STREAM_APP_DATA_DIR", _non_empty, ".stream-app-data"),
+            rocksdb_memory_mib=get("STREAM_APP_ROCKSDB_MEMORY_MIB", _int_range(16, 1_048_576), 256),
             standby_replicas=get("STREAM_APP_STANDBY_REPLICAS", _int_range(0, 10), 1),
             web_host=get("STREAM_APP_WEB_HOST", _non_empty, "127.0.0.1"),
             web_port=get("STREAM_APP_WEB_PORT", _int_range(1, 65535), 6066),

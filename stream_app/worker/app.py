@@ -70,6 +70,7 @@ from .pooling import PoolScan, decide_pools, joined, split_by_pool
 from .recovery import ChunkTable
 from .refusals import Refusals
 from .routing import Partitioner
+from .storage import rocksdb_options
 from .writer import Write, Writer, Written
 
 log = logging.getLogger("stream_app")
@@ -128,7 +129,17 @@ class Worker:
             value_serializer="raw",
             Table=ChunkTable,  # the changelog recovered by chunks (recovery.py)
         )
-        self.table = self.app.Table(TABLE, key_type=bytes, value_type=bytes, partitions=settings.partitions)
+        self.table = self.app.Table(
+            TABLE,
+            key_type=bytes,
+            value_type=bytes,
+            partitions=settings.partitions,
+            options=(
+                rocksdb_options(settings.rocksdb_memory_mib, settings.partitions)
+                if settings.store == "rocksdb://"
+                else None
+            ),
+        )
         self.ticks = self._topic(TICKS)
         self.books = Books(self.policy)
         self._loaded: dict[str, Summary] = {}
