@@ -191,15 +191,22 @@ class Worker:
     def load(self, iccid: str, event: Any = None) -> Stored | None:
         """The SIM's stored state. ``event``: an input event of the SIM's partition.
 
-        A RocksDB store reads the partition of the current event, and a batch mixes
-        partitions, so the read is bound to an event of the SIM's own partition (or to
-        none: the store then finds the partition from the key).
+        A RocksDB store keeps a database per partition, and a batch mixes partitions, so
+        the read is bound to an event of the SIM's own partition (or to none: the store
+        then finds the partition from the key).
         """
         plain = self.writer.plain
         if plain is not None:
             stored = codec.load_sim(iccid, plain.get, self.policy)
-        else:
-            token = _current_event.set(weakref.ref(event) if event is not None else None)
+        elif event is not None:
+            # What Faust's store reads for a get under this event (the partition's
+            # database), without its layers: 0.7 µs a key rather than 5-8, and a SIM in
+            # the steady state is read as seven keys.
+            store: Any = self.table.data
+            database = store._db_for_partition(event.message.partition)
+            stored = codec.load_sim(iccid, database.get, self.policy)
+        else:  # no event to say the partition: the store finds it from the key
+            token = _current_event.set(None)
             try:
                 stored = codec.load_sim(iccid, self.table.data.get, self.policy)
             finally:
