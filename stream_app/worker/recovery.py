@@ -3,9 +3,10 @@
 The changelog reaches Faust's recovery as one event per fetched chunk (chunks.py), so
 its per-event costs (a queue wait with a timeout, log lines built, the progress
 counters) are paid once per chunk, and its progress (the chunk's last offset) is exact.
-The table (the ``Table`` class setting) opens each chunk when the recovery applies its
-buffer: every record goes to the store as the changelog event Faust would have made of
-it, in offset order, one store write per buffer (a RocksDB write batch per partition).
+The table (the ``Table`` class setting) stores each chunk when the recovery applies its
+buffer, in offset order: on RocksDB as one write batch and then the offset it reached,
+as Faust's store would (``_write_chunk``); on the memory store, every record as the
+changelog event Faust would have made of it.
 Everything else is Faust's: where reading starts (a RocksDB store's persisted offset),
 when actives are ready, standbys, a rebalance abandoning a recovery midway.
 """
@@ -16,6 +17,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import faust
+from faust.stores.rocksdb import Store as RocksDBStore
+from rocksdict import WriteBatch
 
 from .chunks import chunk_of
 
@@ -66,7 +69,39 @@ class ChunkTable(faust.Table[bytes, bytes]):
         super().__init__(*args, **kwargs)
 
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
-        super().apply_changelog_batch(opened(batch))
+        store: Any = self.data
+        if not (isinstance(store, RocksDBStore) and store.use_rocksdict):
+            super().apply_changelog_batch(opened(batch))
+            return
+        single: list[Any] = []
+        for event in batch:
+            records = chunk_of(event)
+            if records is None:
+                single.append(event)
+                continue
+            if single:  # in offset order: what came before the chunk first
+                super().apply_changelog_batch(single)
+                single = []
+            _write_chunk(store, event.message.tp, records)
+        if single:
+            super().apply_changelog_batch(single)
+
+
+def _write_chunk(store: Any, tp: Any, records: list[Any]) -> None:
+    """A chunk's records as one RocksDB write batch, then the offset it persisted: what
+    Faust's store does per event, less its Python per record (events made, a dict of
+    batches and offsets), which was about a tenth of a fresh worker's recovery."""
+    if not records:
+        return
+    batch = WriteBatch(raw_mode=True)
+    put, delete = batch.put, batch.delete
+    for record in records:
+        if record.value is None:
+            delete(record.key)
+        else:
+            put(record.key, record.value)
+    store._db_for_partition(tp.partition).write(batch)
+    store.set_persisted_offset(tp, records[-1].offset)
 
 
 def reassigned(app: Any) -> None:
