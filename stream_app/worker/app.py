@@ -263,7 +263,14 @@ class Worker:
         building = {p: PartitionBook() for p in owned | {partition} if p not in self.books.partitions}
         generation = self.books.generation
         pools = PoolScan()
-        for n, (key, raw) in enumerate(list(self.table.items())):
+        # Not len() (Faust's RocksDB store counts by reading every key) and, on RocksDB,
+        # not a list: that held every entry's value at once (5.5 GB for a million
+        # steady-state SIMs; 1.5 GiB resident after 200,000, never given back). Its
+        # iterators read a snapshot, safe under writes meanwhile. The memory store's dict
+        # must not change size under the loop; a list of it holds references only.
+        items = iter(self.table.items())
+        entries = items if self.writer.plain is None else list(items)
+        for n, (key, raw) in enumerate(entries):
             if n % 2000 == 1999:
                 await asyncio.sleep(0)
             try:
