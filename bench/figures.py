@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from fleet import PARTITIONS, WORKER_NOW, horizon_ids, iccid, steady_fleet, subscription, usage, usage_records
 from kafka import produce, wait_for_topic
-from workers import Worker, bench_env, settled_rss
+from workers import Worker, bench_env, settled_rss, wait_books
 
 from stream_app.domain.timeutil import parse_time
 from stream_app.settings import Settings
@@ -111,7 +111,11 @@ async def memory_and_recovery(bootstrap: str, sims: int, store: str, workdir: Pa
     written), so the figure does not wait for a million SIMs to be processed.
     """
     suffix = f"{store.split(':', maxsplit=1)[0]}-{uuid.uuid4().hex[:6]}"
-    env = bench_env(bootstrap, suffix, STREAM_APP_STORE=store)
+    # Ticks every second and books logged: RSS is read once the books are built (at a
+    # worker's first tick: every SIM's card read, the due index), as a running worker has.
+    env = bench_env(
+        bootstrap, suffix, STREAM_APP_STORE=store, STREAM_APP_LOG_LEVEL="info", STREAM_APP_TICK_INTERVAL="1s"
+    )
     settings = Settings.from_env(env)
     await ensure_topics(settings)
     await create_changelog(settings)
@@ -125,6 +129,7 @@ async def memory_and_recovery(bootstrap: str, sims: int, store: str, workdir: Pa
     )
     fresh = Worker(env, workdir / f"{suffix}-fresh")
     recovery = fresh.wait_ready() - fresh.started
+    wait_books(fresh, PARTITIONS)
     rss = settled_rss(fresh)
     fresh.stop()
     return max(rss - baseline, 0) // max(sims, 1), recovery, rss

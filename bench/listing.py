@@ -47,6 +47,7 @@ from workers import (  # noqa: E402
     run_script,
     settled_rss,
     stop_started,
+    wait_books,
 )
 
 from stream_app import codec  # noqa: E402
@@ -188,16 +189,6 @@ def fleet(
             if value is not None and codec.is_card_key(key):
                 cards.setdefault(partition, []).append((state.iccid, value))
             yield key, value, partition
-
-
-def wait_books(worker: Worker, partitions: int, timeout: float = 600) -> float:
-    """Until the worker has logged its books built (one line per partition)."""
-    deadline = time.perf_counter() + timeout
-    while worker.log.read_text(errors="replace").count(" pools, ") < partitions:
-        if worker.proc.poll() is not None or time.perf_counter() > deadline:
-            raise RuntimeError("books never built:\n" + worker.log.read_text(errors="replace")[-3000:])
-        time.sleep(0.05)
-    return time.perf_counter()
 
 
 def get(port: int, path: str) -> tuple[int, Any]:

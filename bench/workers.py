@@ -118,6 +118,16 @@ def settled_rss(worker: Worker, timeout: float = 120) -> int:
     return worker.rss()
 
 
+def wait_books(worker: Worker, partitions: int, timeout: float = 600) -> float:
+    """Until the worker has logged its books built (one line per partition)."""
+    deadline = time.perf_counter() + timeout
+    while worker.log.read_text(errors="replace").count(" pools, ") < partitions:
+        if worker.proc.poll() is not None or time.perf_counter() > deadline:
+            raise RuntimeError("books never built:\n" + worker.log.read_text(errors="replace")[-3000:])
+        time.sleep(0.05)
+    return time.perf_counter()
+
+
 def own_broker(workdir: Path) -> str:
     """Start a broker of the run's own in ``workdir`` (stopped by stop_started); its address."""
     broker = LocalBroker(
