@@ -18,6 +18,7 @@ from fleet import PARTITIONS, WORKER_NOW, horizon_ids, iccid, steady_fleet, subs
 from kafka import produce, wait_for_topic
 from workers import Worker, bench_env, settled_rss, wait_books
 
+from stream_app import collector
 from stream_app.domain.timeutil import parse_time
 from stream_app.settings import Settings
 from stream_app.tools.admin import ensure_topics
@@ -145,6 +146,7 @@ def replay_rate(records: int, sims: int) -> float:
         b'{"topic":"sim.usage","value":' + value + b"}" for _, value in usage_records(records, sims, first)
     ]
     settings = Settings.from_env({"STREAM_APP_DEDUPE_HORIZON": "30d"})
+    collector.tune()  # as `stream-app replay` runs
     began = time.perf_counter()
     count = sum(1 for _ in replay_lines(settings, lines))
     elapsed = time.perf_counter() - began

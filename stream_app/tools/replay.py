@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from .. import collector
 from ..domain import InvalidInput, Output, SimState, Subscription, UsageRecord, due_at, iccid_of
 from ..domain.engine import Input, apply_pool_notice
 from ..domain.fast import DUPLICATE, Lane, fast_usage, lane_of
@@ -236,6 +237,7 @@ def replay_lines(settings: Settings, lines: Iterable[bytes]) -> Iterator[bytes]:
 
 
 def run(settings: Settings, source: BinaryIO, sink: BinaryIO) -> None:
+    collector.tune()  # replay holds every SIM's state: full collections would walk them all
     for encoded in replay_lines(settings, source):
         sink.write(encoded + b"\n")
     sink.flush()

@@ -22,7 +22,6 @@ Design notes (docs/architecture.md has the whole flow):
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
 import weakref
@@ -37,7 +36,7 @@ from faust.streams import _current_event
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
-from .. import codec
+from .. import codec, collector
 from ..codec import PoolStored, Stored, stored_of
 from ..domain import CommandResult, Output, UsageRecord
 from ..domain.pools import PoolState, pool_tick
@@ -84,9 +83,6 @@ STREAM_BUFFER = 16
 """Chunks a stream (or the table recovery) holds before its partitions stop fetching."""
 SEND_BATCH_BYTES = 512 * 1024
 """Largest record batch the worker builds (sends.py); the broker takes up to 1 MiB."""
-GC_THRESHOLDS = (50_000, 20, 100)
-"""Allocations before a young collection, and young (then middle) collections before an
-older one (Python's defaults: 700, 10, 10)."""
 SWEEP_CHUNK = 1000
 """SIMs rolled forward per write (one acknowledgement wait each) in a tick's sweep."""
 COUNTED = frozenset({"accepted", "late", "unknown_sim", "cancelled"})
@@ -645,11 +641,5 @@ def run_worker(settings: Settings) -> None:
     # hot path in a profile. Without it "Ready" is logged instead of spun.
     runner.spinner = None
     limit_repeats(runner)  # front door (issue 12): a broker outage is not a flood of lines
-    # The objects built so far (Faust, aiokafka, the modules) live as long as the
-    # process: frozen, full collections no longer walk them. And collections less
-    # often: the hot path allocates per record (Faust's and aiokafka's records, the
-    # engine's values), and with Python's defaults the collector took a fifth of the
-    # worker's time in a profile (gc_collect_main), 212 -> 170 us per record of CPU.
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    collector.tune()  # after Faust and aiokafka are built: they are frozen
     runner.execute_from_commandline()
