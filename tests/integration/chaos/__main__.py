@@ -32,6 +32,7 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
         "guarantee": args.processing_guarantee,
         "stall_after": args.stall_after,
         "session_timeout": args.session_timeout,
+        "store": args.store,
     }
     known = {
         "single": Scenario("single", kills=args.kills, **common),
@@ -115,6 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--session-timeout", type=float, default=10.0, help="Kafka session, seconds")
     parser.add_argument("--stall-after", type=float, default=120.0, help="seconds without progress")
     parser.add_argument("--processing-guarantee", choices=("at_least_once", "exactly_once"), default=None)
+    parser.add_argument(
+        "--store", choices=("memory://", "rocksdb://"), default="memory://", help="table store"
+    )
     parser.add_argument("--bootstrap", default=None, help="an existing broker (default: start one)")
     parser.add_argument("--keep", action="store_true", help="keep worker logs and data")
     parser.add_argument(

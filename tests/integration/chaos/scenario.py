@@ -50,6 +50,9 @@ class Scenario:
     guarantee: str | None = None
     own_broker: bool = False
     """Start a broker of its own (required when it is restarted)."""
+    store: str = "memory://"
+    """The table store; with ``rocksdb://`` a killed worker restarts on its own data
+    (the same folder, as a pod's volume), its persisted offsets and the changelog's tail."""
     race_join: bool = False
     """Reproduce the Faust input loss (docs/reliability.md): the second worker joins just
     as the first usage is produced, so a rebalance meets partitions with no committed
@@ -171,6 +174,7 @@ def scenario_env(scenario: Scenario, bootstrap: str) -> dict[str, str]:
         "STREAM_APP_FAUST_BROKER_SESSION_TIMEOUT": str(scenario.session_timeout),
         "STREAM_APP_FAUST_BROKER_HEARTBEAT_INTERVAL": str(max(scenario.session_timeout / 5, 1.0)),
         "PYTHONPATH": worker_pythonpath(),
+        "STREAM_APP_STORE": scenario.store,
     }
     if scenario.guarantee:
         overrides["STREAM_APP_FAUST_PROCESSING_GUARANTEE"] = scenario.guarantee
