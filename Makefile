@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint setup jars tools bench bench-pools chaos broker-start broker-stop clean
+.PHONY: run test lint setup jars tools bench bench-hotpath bench-pools chaos broker-start broker-stop clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,11 @@ SIMS ?= 100000
 MEMORY_SIMS ?= 200000
 bench: jars
 	$(BIN)/python bench/bench.py --records $(RECORDS) --sims $(SIMS) --memory-sims $(MEMORY_SIMS)
+
+# The worker's own CPU per usage record, stage by stage, without a broker (parse, load,
+# decide, store), against orjson + a dict sum in the same run; about a minute.
+bench-hotpath: setup
+	$(BIN)/python bench/hotpath.py
 
 # A pool of 100,000 members running out (R21): from the record that exhausts it to the
 # last member's suspend command, then a fresh worker recovering the pool; a few minutes.
