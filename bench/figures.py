@@ -15,7 +15,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from fleet import PARTITIONS, WORKER_NOW, horizon_ids, iccid, steady_fleet, subscription, usage, usage_records
-from kafka import produce, wait_for_topic
+from kafka import produce, read_through, wait_for_topic
 from workers import Worker, bench_env, settled_rss, wait_books
 
 from stream_app import collector
@@ -104,9 +104,12 @@ async def latency(
     return figures
 
 
-async def memory_and_recovery(bootstrap: str, sims: int, store: str, workdir: Path) -> tuple[int, float, int]:
-    """RSS per SIM with ``sims`` steady-state SIMs in the table, and the time a fresh
-    worker takes to recover them (from its start to /readyz).
+async def memory_and_recovery(
+    bootstrap: str, sims: int, store: str, workdir: Path
+) -> tuple[int, float, int, float]:
+    """RSS per SIM with ``sims`` steady-state SIMs in the table, the time a fresh worker
+    takes to recover them (from its start to /readyz), its RSS, and the time a plain
+    consumer takes to read the same changelog (the floor of a recovery, same run).
 
     The states are written straight to the table's changelog (what a worker would have
     written), so the figure does not wait for a million SIMs to be processed.
@@ -125,7 +128,7 @@ async def memory_and_recovery(bootstrap: str, sims: int, store: str, workdir: Pa
     baseline = settled_rss(empty)
     empty.stop()
     ids = horizon_ids(settings.dedupe_horizon)
-    await produce(
+    entries = await produce(
         bootstrap, changelog_topic(settings), steady_fleet(sims, ids, WORKER_NOW, settings.policy())
     )
     fresh = Worker(env, workdir / f"{suffix}-fresh")
@@ -133,7 +136,8 @@ async def memory_and_recovery(bootstrap: str, sims: int, store: str, workdir: Pa
     wait_books(fresh, PARTITIONS)
     rss = settled_rss(fresh)
     fresh.stop()
-    return max(rss - baseline, 0) // max(sims, 1), recovery, rss
+    floor = await read_through(bootstrap, changelog_topic(settings), entries)
+    return max(rss - baseline, 0) // max(sims, 1), recovery, rss, floor
 
 
 def replay_rate(records: int, sims: int) -> float:

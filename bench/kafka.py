@@ -63,6 +63,28 @@ async def ceiling(bootstrap: str, topic: str, expected: int) -> float:
     return seen / (time.perf_counter() - began)
 
 
+async def read_through(bootstrap: str, topic: str, expected: int) -> float:
+    """Seconds a plain aiokafka consumer takes to read ``expected`` records of ``topic``
+    from the start, doing nothing with them: the floor of a recovery from it."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+        fetch_max_bytes=32 * 1024 * 1024,
+    )
+    await consumer.start()
+    seen, began = 0, time.perf_counter()
+    try:
+        while seen < expected:
+            for records in (await consumer.getmany(timeout_ms=1000, max_records=20_000)).values():
+                seen += len(records)
+    finally:
+        await consumer.stop()
+    return time.perf_counter() - began
+
+
 async def committed(bootstrap: str, group: str, topic: str) -> int:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
