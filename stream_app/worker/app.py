@@ -169,7 +169,7 @@ class Worker:
         # Front door (issue 12): input the fetcher cannot decode is held, not fatal; the
         # broker's last answer decides readiness.
         self.fetch_watch = fetching.FetchWatch()
-        fetching.install(self.app, self.fetch_watch)
+        fetching.install(self.app, self.fetch_watch, started=chunks.gather_fetches)
         self.metrics.held_partitions.set_function(lambda: len(self._held()))
         self.metrics.kafka_answered.set_function(self.fetch_watch.reached)
         self._install()

@@ -170,16 +170,20 @@ class _Guarded(OrderedDict[Any, Any]):
         super().__setitem__(tp, result)
 
 
-def install(app: Any, watch: FetchWatch) -> None:
-    """Make the consumer ``app`` will create report to ``watch``."""
+def install(app: Any, watch: FetchWatch, started: Callable[[Any], None] = lambda _consumer: None) -> None:
+    """Make the consumer ``app`` will create report to ``watch``; ``started`` is given
+    the aiokafka consumer once it is started."""
     transport = app.transport
-    transport.Consumer = watched_consumer(transport.Consumer, watch)
+    transport.Consumer = watched_consumer(transport.Consumer, watch, started)
 
 
-def watched_consumer(base: type, watch: FetchWatch) -> type:
+def watched_consumer(
+    base: type, watch: FetchWatch, started: Callable[[Any], None] = lambda _consumer: None
+) -> type:
     class WatchedThread(AIOKafkaConsumerThread):
         async def on_start(self) -> None:
             await super().on_start()  # creates and starts the aiokafka consumer
+            started(self._consumer)
             watch.watch(self._consumer)
 
     class WatchedConsumer(base):  # type: ignore[misc]

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any, NamedTuple
 
+from aiokafka.consumer.fetcher import Fetcher as KafkaFetcher
 from aiokafka.structs import ConsumerRecord
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer as FaustConsumer
@@ -19,11 +20,14 @@ from faust.types import TP, ConsumerMessage
 from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
 from stream_app.worker.chunks import (
+    FETCH_MAX_WAIT_MS,
+    FETCH_MIN_BYTES,
     ChunkMessage,
     batches,
     chunk_consumer,
     chunk_message,
     chunk_of,
+    gather_fetches,
     handed_on,
     keep_current_on_resume,
     size_of,
@@ -383,3 +387,15 @@ def test_the_worker_reads_back_up_to_what_its_consumer_handed_on() -> None:
         return int(queue.qsize())
 
     assert asyncio.run(resumed()) == 1
+
+
+def test_fetches_wait_for_a_chunk_worth_a_batch() -> None:
+    consumer = SimpleNamespace(_fetcher=SimpleNamespace(_fetch_min_bytes=1, _fetch_max_wait_ms=1500))
+    gather_fetches(consumer)
+    assert consumer._fetcher._fetch_min_bytes == FETCH_MIN_BYTES > 1
+    assert consumer._fetcher._fetch_max_wait_ms == FETCH_MAX_WAIT_MS <= 50
+    # aiokafka reads both afresh for every fetch request it builds: setting them on a
+    # started consumer takes effect (an upgrade that caches them elsewhere fails here).
+    build = inspect.getsource(KafkaFetcher._get_actions_per_node)
+    assert "self._fetch_max_wait_ms" in build and "self._fetch_min_bytes" in build
+    assert "self._fetch_min_bytes = fetch_min_bytes" in inspect.getsource(KafkaFetcher.__init__)
