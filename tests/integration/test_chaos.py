@@ -56,6 +56,19 @@ async def test_a_worker_killed_at_random_moments_loses_and_double_counts_nothing
     assert result.stats.boundary_crossed_live
 
 
+async def test_a_rocksdb_worker_killed_at_random_moments_loses_and_double_counts_nothing(
+    kafka: str, tmp_path: Path
+) -> None:
+    # The store a deployment runs: each restart opens the same folder, goes on from the
+    # offsets RocksDB persisted, reads the changelog's tail into it (recovery.py writes
+    # each chunk as one write batch) and reads SIMs straight from its databases.
+    scenario = dataclasses.replace(QUICK, name="rocksdb", kills=2, store="rocksdb://", lead=20.0)
+    result = await run_scenario(scenario, kafka, tmp_path)
+    assert_clean(result)
+    assert result.stats.kills >= 3
+    assert result.stats.boundary_crossed_live
+
+
 async def test_two_workers_failing_over_to_each_other_lose_and_double_count_nothing(
     kafka: str, tmp_path: Path
 ) -> None:
