@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
@@ -38,34 +38,9 @@ async def produce(
     return count
 
 
-async def ceiling(bootstrap: str, topic: str, expected: int) -> float:
-    """A plain aiokafka consumer + orjson + a dict sum: what Kafka and Python allow."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-        fetch_max_bytes=32 * 1024 * 1024,
-    )
-    await consumer.start()
-    totals: dict[str, int] = defaultdict(int)
-    seen, began = 0, time.perf_counter()
-    try:
-        while seen < expected:
-            for messages in (await consumer.getmany(timeout_ms=1000, max_records=20_000)).values():
-                for m in messages:
-                    value = orjson.loads(m.value)
-                    totals[value["iccid"]] += value["bytes_up"] + value["bytes_down"]
-                seen += len(messages)
-    finally:
-        await consumer.stop()
-    return seen / (time.perf_counter() - began)
-
-
-async def read_through(bootstrap: str, topic: str, expected: int) -> float:
+async def _read_all(bootstrap: str, topic: str, expected: int, each: Callable[[Any], None]) -> float:
     """Seconds a plain aiokafka consumer takes to read ``expected`` records of ``topic``
-    from the start, doing nothing with them: the floor of a recovery from it."""
+    from the start, calling ``each`` on every record."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -79,10 +54,29 @@ async def read_through(bootstrap: str, topic: str, expected: int) -> float:
     try:
         while seen < expected:
             for records in (await consumer.getmany(timeout_ms=1000, max_records=20_000)).values():
+                for record in records:
+                    each(record)
                 seen += len(records)
     finally:
         await consumer.stop()
     return time.perf_counter() - began
+
+
+async def ceiling(bootstrap: str, topic: str, expected: int) -> float:
+    """A plain aiokafka consumer + orjson + a dict sum: what Kafka and Python allow."""
+    totals: dict[str, int] = defaultdict(int)
+
+    def add(record: Any) -> None:
+        value = orjson.loads(record.value)
+        totals[value["iccid"]] += value["bytes_up"] + value["bytes_down"]
+
+    return expected / await _read_all(bootstrap, topic, expected, add)
+
+
+async def read_through(bootstrap: str, topic: str, expected: int) -> float:
+    """Seconds a plain consumer takes to read ``expected`` records of ``topic``, doing
+    nothing with them: the floor of a recovery from it."""
+    return await _read_all(bootstrap, topic, expected, lambda _record: None)
 
 
 async def committed(bootstrap: str, group: str, topic: str) -> int:
