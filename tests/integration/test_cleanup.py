@@ -128,9 +128,14 @@ def test_an_interrupted_script_stops_its_broker_and_workers(
     started: set[int] = set()
     try:
         pid_file = wait_for(tmp_path, BROKER_PIDS[script], proc)
+        broker = int(pid_file.read_text())
         if moment == "worker":
             wait_for(tmp_path, WORKER_LOGS[script], proc)
-        broker = int(pid_file.read_text())
+            # The log is opened just before the worker is forked (CI once looked in
+            # between): wait for the process itself.
+            deadline = time.monotonic() + 30
+            while not descendants(proc.pid) - {broker} and time.monotonic() < deadline:
+                time.sleep(0.05)
         started = descendants(proc.pid) | {broker}
         assert running(broker)
         proc.send_signal(signalled)
