@@ -40,7 +40,7 @@ from aiokafka.partitioner import DefaultPartitioner
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fleet import PARTITIONS, iccid  # noqa: E402 - the main bench's modules (bench.py)
+from fleet import PARTITIONS, iccid, usage  # noqa: E402 - the main bench's modules (bench.py)
 from kafka import produce  # noqa: E402
 from workers import (  # noqa: E402
     Worker,
@@ -72,17 +72,8 @@ PER_MEMBER = 1_000_000
 """Bytes each member has counted this month (one record)."""
 
 
-def _usage(n: int, record_id: str, start: str) -> dict[str, Any]:
-    began = parse_time(start)
-    return {
-        "record_id": record_id,
-        "iccid": iccid(n),
-        "carrier": "cmcc",
-        "start": format_time(began),
-        "end": format_time(began + timedelta(minutes=1)),
-        "bytes_up": PER_MEMBER // 4,
-        "bytes_down": PER_MEMBER - PER_MEMBER // 4,
-    }
+def _usage(n: int, record_id: str, start: str) -> dict[str, object]:
+    return usage(n, record_id, parse_time(start), PER_MEMBER // 4, PER_MEMBER - PER_MEMBER // 4)
 
 
 def member_template(policy: Policy) -> SimState:
