@@ -23,7 +23,7 @@ from typing import Any
 class Batch:
     """The records appended to one topic partition, then the future of their delivery."""
 
-    __slots__ = ("builder", "count", "delivery", "partition", "topic")
+    __slots__ = ("builder", "count", "delivery", "held", "partition", "topic")
 
     def __init__(self, builder: Any, topic: str, partition: int) -> None:
         self.builder = builder
@@ -31,6 +31,8 @@ class Batch:
         self.partition = partition
         self.count = 0
         self.delivery: asyncio.Future[Any] | None = None
+        self.held: list[Any] = []
+        """What the caller keeps back until the delivery (writer.py: states to store)."""
 
 
 class Outbox:

@@ -9,6 +9,12 @@ Input offsets are committed later, only once the changelog records are acknowled
 too: ``write`` returns their deliveries, and the offset ledger waits on them
 (offsets.py).
 
+States reach the table's store in that order too. The memory store takes them as
+they are produced (a kill loses it whole, and a restarted worker recovers it from the
+changelog). A RocksDB store outlives a kill, so it takes a state only once its
+changelog record is acknowledged, and serves it from memory until then
+(storage.ChangelogFirstStore): it never holds what the changelog lacks.
+
 Sends go straight to the aiokafka producer Faust started (same event loop, same
 settings and credentials) rather than through Faust's topic and table wrappers: those
 cost a future, a buffer hop and several sensor calls per message, most of the worker's
@@ -16,20 +22,17 @@ time in a profile. They go in record batches built by the worker (sends.py): one
 topic partition and write, submitted at once. The changelog record is exactly what
 Faust's table would send (the raw key and value, to the source event's partition), so
 recovery and standbys read it unchanged; the persisted offset a RocksDB store keeps is
-set from the acknowledgement as Faust does.
+set from the acknowledgement, with the states it covers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, NamedTuple
 
 from faust.stores.memory import Store as MemoryStore
-from faust.streams import _current_event
-from faust.types import TP
 
 from .. import codec
 from ..codec import Entry, PoolStored, Stored
@@ -38,6 +41,7 @@ from ..pipeline import Source, rejected
 from ..topics import DEADLETTER
 from .ownership import Summary
 from .sends import Batch, Outbox
+from .storage import ChangelogFirstStore, Held
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +54,6 @@ class Write(NamedTuple):
     source: Source
     """The input it came from; its partition is the changelog partition."""
     before: Summary | None
-    event: Any
-    """The framework's event of ``source`` (a RocksDB store picks its partition by it)."""
 
 
 class Written(NamedTuple):
@@ -83,8 +85,12 @@ class Writer:
         self.plain: MutableMapping[bytes, bytes] | None = (
             store.data if isinstance(store, MemoryStore) else None
         )
-        """The memory store's own dict: read and written directly, whatever the partition
-        (a RocksDB store picks the partition of the current event, so it goes through it)."""
+        """The memory store's own dict: read and written directly, whatever the partition."""
+        self.held: ChangelogFirstStore | None = store if isinstance(store, ChangelogFirstStore) else None
+        """The RocksDB store: it takes a state once its changelog record is acknowledged."""
+        self.crashing: asyncio.Future[Any] | None = None
+        if self.plain is None and self.held is None:
+            raise TypeError(f"a table store the worker cannot write: {type(store).__name__}")
 
     async def write(self, writes: list[Write]) -> Written:
         """Send every write's outputs, await them, then store the states they belong to.
@@ -139,7 +145,7 @@ class Writer:
         changelog = self.table.changelog_topic.get_topic_name()
         outbox = Outbox(producer)
         plain = self.plain
-        data = self.table.data if plain is None else plain
+        held = self.held
         append = outbox.append
         for write, entries, batches in staged:
             if batches:
@@ -154,19 +160,17 @@ class Writer:
             # The entries of one SIM go to one changelog partition in this order, so
             # recovery sees them in the order they were written (codec.sim_entries).
             partition = write.source.partition
-            token = None
-            if plain is None and write.event is not None:
-                token = _current_event.set(weakref.ref(write.event))
-            try:
+            if plain is not None:
                 for key, value in entries:
                     if value is None:
-                        data.pop(key, None)
+                        plain.pop(key, None)
                     else:
-                        data[key] = value
+                        plain[key] = value
                     await append(changelog, partition, key, value)
-            finally:
-                if token is not None:
-                    _current_event.reset(token)
+            elif held is not None:
+                for key, value in entries:
+                    hold = held.hold(partition, key, value)
+                    (await append(changelog, partition, key, value)).held.append(hold)
             self.stored(partition, write.before, write.state)
         # Not awaited here: the next batch goes on meanwhile, and the input offsets are
         # committed only once these are acknowledged (offsets.py).
@@ -175,16 +179,25 @@ class Writer:
 
     def _persisted(self, batch: Batch, delivery: asyncio.Future[Any]) -> None:
         # What lets a RocksDB store start from its own data rather than the whole
-        # changelog after a restart (Faust's Table._on_changelog_sent does the same).
+        # changelog after a restart: the states and the offset they reach, together.
+        held = self.held
+        writes: list[Held] = batch.held
         if delivery.cancelled() or delivery.exception() is not None:
             log.error("changelog write failed: %r", None if delivery.cancelled() else delivery.exception())
+            if held is not None:
+                held.refused(writes)
+            return
+        if held is None:
             return
         try:
             metadata = delivery.result()
             last = metadata.offset + batch.count - 1  # the batch's result is its first offset
-            self.table.data.set_persisted_offset(TP(metadata.topic, metadata.partition), last)
-        except Exception:
-            log.exception("could not record the changelog offset")
+            held.acknowledged(metadata.partition, writes, last)
+        except Exception as exc:
+            # The store cannot follow its changelog any more (a disk error): the worker
+            # stops, and its restart recovers the store from the offset it persisted.
+            log.critical("could not store acknowledged states of changelog partition %d", batch.partition)
+            self.crashing = asyncio.ensure_future(self.app.crash(exc))
 
     async def _dead_letter(self, producer: Any, write: Write, error: str) -> bool:
         letter = rejected(

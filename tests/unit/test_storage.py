@@ -10,13 +10,16 @@ from typing import Any, NamedTuple
 
 import pytest
 from faust.streams import _current_event
+from faust.types import TP
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stream_app import codec
 from stream_app.domain import apply_subscription, new_state, subscription
 from stream_app.domain.memory import HASH_BYTES, remembered
 from stream_app.settings import Settings, SettingsError
 from stream_app.worker.app import Worker
-from stream_app.worker.storage import MIB, WRITE_BUFFERS, rocksdb_options
+from stream_app.worker.storage import MIB, WRITE_BUFFERS, ChangelogFirstStore, Held, rocksdb_options
 
 from .scenario import GB, ICCID, subscription_msg, t
 
@@ -100,3 +103,148 @@ def test_a_sim_is_read_from_its_partitions_database_as_faust_would_read_it(tmp_p
     assert direct.hot.ids == state.ids
     assert worker.load(ICCID, other) is None
     assert worker.load(ICCID) is not None  # no event: found from the key
+
+
+# --- writes held until the changelog has them ------------------------------------------
+
+
+def _rocksdb_worker(tmp_path: Path) -> tuple[Worker, ChangelogFirstStore, str]:
+    env = {
+        "STREAM_APP_STORE": "rocksdb://",
+        "STREAM_APP_DATA_DIR": str(tmp_path),
+        "STREAM_APP_PARTITIONS": "4",
+    }
+    worker = Worker(Settings.from_env(env))
+    store = worker.table.data
+    assert isinstance(store, ChangelogFirstStore)
+    return worker, store, worker.table.changelog_topic.get_topic_name()
+
+
+def _reads(store: ChangelogFirstStore, partition: int, keys: list[bytes]) -> dict[bytes, bytes | None]:
+    """What every way the worker reads the store says of ``keys``: they must agree."""
+    read = store.reader(partition)
+    token = _current_event.set(weakref.ref(_Event(partition)))  # type: ignore[arg-type]
+    try:
+        through_faust = {key: store.get(key) for key in keys}
+        contained = {key for key in keys if key in store}
+    finally:
+        _current_event.reset(token)
+    direct = {key: read(key) for key in keys}
+    items = {key: value for key, value in store.items() if key in keys}
+    assert direct == through_faust
+    assert {key: value for key, value in direct.items() if value is not None} == items
+    assert {key for key, value in direct.items() if value is not None} == contained
+    return direct
+
+
+def test_a_state_reaches_rocksdb_only_once_its_changelog_record_is_acknowledged(tmp_path: Path) -> None:
+    worker, store, changelog = _rocksdb_worker(tmp_path)
+    worker.app.assignor.assigned_actives = lambda: {TP(changelog, 1)}  # type: ignore[method-assign]
+    database = store._db_for_partition(1)
+    database.put(b"a", b"old")
+    first = [store.hold(1, b"a", b"new"), store.hold(1, b"b", b"1")]
+    assert _reads(store, 1, [b"a", b"b"]) == {b"a": b"new", b"b": b"1"}
+    assert (database.get(b"a"), database.get(b"b")) == (b"old", None)  # a kill now loses nothing
+    assert store.persisted_offset(TP(changelog, 1)) is None
+    second = [store.hold(1, b"a", None)]  # deleted by the next write, before the first is acknowledged
+    assert _reads(store, 1, [b"a", b"b"]) == {b"a": None, b"b": b"1"}
+
+    store.acknowledged(1, first, 41)
+    assert (database.get(b"a"), database.get(b"b")) == (b"new", b"1")
+    assert store.persisted_offset(TP(changelog, 1)) == 41
+    assert _reads(store, 1, [b"a", b"b"]) == {b"a": None, b"b": b"1"}  # the deletion is still held
+    store.acknowledged(1, second, 42)
+    assert database.get(b"a") is None and store.persisted_offset(TP(changelog, 1)) == 42
+    assert store.held == {}
+
+
+def test_a_refused_write_leaves_what_the_changelog_has(tmp_path: Path) -> None:
+    worker, store, changelog = _rocksdb_worker(tmp_path)
+    worker.app.assignor.assigned_actives = lambda: {TP(changelog, 2)}  # type: ignore[method-assign]
+    store._db_for_partition(2).put(b"a", b"acknowledged")
+    refused = [store.hold(2, b"a", b"refused")]
+    store.refused(refused)
+    assert _reads(store, 2, [b"a"]) == {b"a": b"acknowledged"}
+    assert store.held == {}
+
+
+def test_writes_acknowledged_after_their_partition_was_revoked_are_left_to_the_changelog(
+    tmp_path: Path,
+) -> None:
+    """Recovery reads them from the changelog: the store must not move its persisted
+    offset, nor hold values that a recovery of the partition would then hide."""
+    worker, store, changelog = _rocksdb_worker(tmp_path)
+    kept, lost = [store.hold(3, b"k", b"1")], [store.hold(1, b"l", b"1")]
+    store.revoke_partitions(worker.table, {TP(changelog, 1)})
+    assert set(store.held) == {b"k"}
+    store.acknowledged(1, lost, 7)
+    store.acknowledged(3, kept, 9)
+    assert store._db_for_partition(1).get(b"l") is None and store.persisted_offset(TP(changelog, 1)) is None
+    assert store._db_for_partition(3).get(b"k") == b"1" and store.persisted_offset(TP(changelog, 3)) == 9
+
+
+def test_a_store_that_cannot_be_written_keeps_its_offset_and_its_reads(tmp_path: Path) -> None:
+    _worker, store, changelog = _rocksdb_worker(tmp_path)
+    first, second = [store.hold(0, b"a", b"1")], [store.hold(0, b"b", b"2")]
+
+    class Broken:
+        def write(self, batch: Any) -> None:
+            raise OSError("disk full")
+
+    good = store._db_for_partition(0)
+    store._dbs[0] = Broken()
+    with pytest.raises(OSError):
+        store.acknowledged(0, first, 5)
+    store._dbs[0] = good
+    store.acknowledged(0, second, 6)  # past what is missing: not stored either
+    assert store.persisted_offset(TP(changelog, 0)) is None
+    assert store.reader(0)(b"a") == b"1" and store.reader(0)(b"b") == b"2"
+
+
+@st.composite
+def _histories(draw: st.DrawFn) -> list[tuple[str, bytes, bytes | None]]:
+    steps = st.one_of(
+        st.tuples(
+            st.just("hold"), st.sampled_from([b"a", b"b", b"c"]), st.one_of(st.none(), st.binary(max_size=3))
+        ),
+        st.tuples(st.sampled_from(["send", "ack", "refuse"]), st.just(b""), st.none()),
+    )
+    return draw(st.lists(steps, max_size=40))
+
+
+@settings(max_examples=150, deadline=None)
+@given(history=_histories())
+def test_rocksdb_is_always_what_the_changelog_acknowledged_and_reads_what_was_decided(
+    tmp_path_factory: pytest.TempPathFactory, history: list[tuple[str, bytes, bytes | None]]
+) -> None:
+    """Writes held, sent in batches, and each batch acknowledged or refused in the order
+    sent (as the producer settles one partition's batches). After every step the
+    database is exactly the acknowledged changelog folded, at its last offset, and every
+    read sees the newest write not refused."""
+    worker, store, changelog = _rocksdb_worker(tmp_path_factory.mktemp("store"))
+    worker.app.assignor.assigned_actives = lambda: {TP(changelog, 0)}  # type: ignore[method-assign]
+    database = store._db_for_partition(0)
+    filling: list[Held] = []
+    sent: list[list[Held]] = []
+    acknowledged: list[Held] = []
+    keys = [b"a", b"b", b"c"]
+    for action, key, value in history:
+        if action == "hold":
+            filling.append(store.hold(0, key, value))
+        elif action == "send" and filling:
+            sent.append(filling)
+            filling = []
+        elif action == "ack" and sent:
+            acknowledged += sent[0]
+            store.acknowledged(0, sent.pop(0), len(acknowledged) - 1)
+        elif action == "refuse" and sent:
+            store.refused(sent.pop(0))
+        stored: dict[bytes, bytes | None] = dict.fromkeys(keys)
+        for write in acknowledged:
+            stored[write.key] = write.value
+        assert {key: database.get(key) for key in keys} == stored
+        assert store.persisted_offset(TP(changelog, 0)) == (len(acknowledged) - 1 if acknowledged else None)
+        decided = dict(stored)
+        for write in [write for batch in sent for write in batch] + filling:
+            decided[write.key] = write.value
+        assert _reads(store, 0, keys) == decided
