@@ -21,13 +21,13 @@ from pathlib import Path
 import orjson
 import pytest
 import rocksdict
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from stream_app import codec
 from stream_app.domain import Policy, new_state
 from stream_app.domain.engine import apply_input
-from stream_app.domain.timeutil import parse_time
+from stream_app.domain.timeutil import format_time, parse_time
 from stream_app.pipeline import validate
 from stream_app.settings import Settings
 from stream_app.tools.admin import ensure_topics
@@ -40,6 +40,8 @@ pytestmark = pytest.mark.integration
 
 NOW = parse_time("2026-03-15T12:00:00+08:00")
 PARTITIONS = 4
+OFFSET_KEY = b"__faust\0offset__"
+"""Where Faust's RocksDB store keeps the changelog offset it persisted."""
 RECOVERING = b"Restoring state from changelog topics"
 """What Faust logs as a recovery of active partitions begins."""
 
@@ -107,8 +109,9 @@ async def write_changelog(kafka: str, settings: Settings, sims: int) -> dict[int
     return expected
 
 
-def stored(data_dir: Path, partition: int, scratch: Path) -> dict[bytes, bytes]:
-    """A worker's RocksDB partition, read as a secondary instance (the worker may run)."""
+def stored_at(data_dir: Path, partition: int, scratch: Path) -> tuple[dict[bytes, bytes], int | None]:
+    """A worker's RocksDB partition, read as a secondary instance (the worker may run),
+    and the changelog offset it says it persisted."""
     (path,) = data_dir.glob(f"**/tables/{TABLE}-{partition}.db")
     scratch.mkdir(parents=True, exist_ok=True)
     db = rocksdict.Rdict(
@@ -118,13 +121,20 @@ def stored(data_dir: Path, partition: int, scratch: Path) -> dict[bytes, bytes]:
     )
     try:
         db.try_catch_up_with_primary()
-        return {
+        offset = db.get(OFFSET_KEY)
+        data = {
             key: value
             for key, value in db.items()
-            if isinstance(key, bytes) and isinstance(value, bytes) and not key.startswith(b"__faust")
+            if isinstance(key, bytes) and isinstance(value, bytes) and key != OFFSET_KEY
         }
     finally:
         db.close()
+    return data, None if offset is None else int(offset)
+
+
+def stored(data_dir: Path, partition: int, scratch: Path) -> dict[bytes, bytes]:
+    """A worker's RocksDB partition, read as a secondary instance (the worker may run)."""
+    return stored_at(data_dir, partition, scratch)[0]
 
 
 def held(data_dir: Path, scratch: Path) -> dict[int, dict[bytes, bytes]]:
@@ -232,3 +242,104 @@ async def test_a_worker_joining_mid_recovery_restarts_it_and_standbys_fill(
         first.stop()
         second.stop()
     assert first.alive() is False and second.alive() is False
+
+
+async def changelog_folded(kafka: str, topic: str, partition: int, upto: int) -> dict[bytes, bytes]:
+    """The changelog partition's records up to offset ``upto``, folded as a store would."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kafka, enable_auto_commit=False, isolation_level="read_committed"
+    )
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        folded: dict[bytes, bytes] = {}
+        while await consumer.position(tp) <= upto:
+            for records in (await consumer.getmany(tp, timeout_ms=1000)).values():
+                for record in records:
+                    if record.offset > upto:
+                        break
+                    assert record.key is not None
+                    if record.value is None:
+                        folded.pop(record.key, None)
+                    else:
+                        folded[record.key] = record.value
+        return folded
+    finally:
+        await consumer.stop()
+
+
+async def test_a_worker_killed_under_load_leaves_a_store_its_changelog_vouches_for(
+    kafka: str, tmp_path: Path
+) -> None:
+    """After a kill -9 in the middle of live usage, each RocksDB partition holds exactly
+    the changelog up to the offset it persisted: nothing the changelog lacks (a restart
+    would take that input for a repeat, and the changelog would never count it), and
+    its own writes once acknowledged (what makes a restart start from its own data)."""
+    env = env_for(kafka)
+    sims = 2_000
+    preloaded = await changelog_of(kafka, env, tmp_path, sims)
+    settings = Settings.from_env(env)
+    worker = WorkerProcess(env, tmp_path / "killed")
+    producer = AIOKafkaProducer(bootstrap_servers=kafka, linger_ms=5)
+    await producer.start()
+    try:
+        worker.start()
+        await until(lambda: ready(worker), "the worker never became ready")
+        topic = settings.topic("usage")
+        begin = NOW.replace(hour=1)
+
+        async def usage_round(round_: int) -> None:
+            for n in range(0, sims, 7):
+                record = {
+                    "record_id": f"r{round_}-{n}",
+                    "iccid": iccid(n),
+                    "carrier": "cmcc",
+                    "start": format_time(begin),
+                    "end": format_time(begin),
+                    "bytes_up": 100,
+                    "bytes_down": 100,
+                }
+                await producer.send(topic, orjson.dumps(record), key=iccid(n).encode())
+            await producer.flush()
+
+        round_ = 0
+        while not progressed(tmp_path / "killed", preloaded):  # the store follows its changelog
+            await usage_round(round_)
+            round_ += 1
+            await asyncio.sleep(0.2)
+            assert round_ < 300, "the worker never stored a write of its own"
+
+        async def feed() -> None:
+            for burst in range(round_, round_ + 1_000):
+                await usage_round(burst)
+
+        feeding = asyncio.ensure_future(feed())  # then a kill in the middle of live usage
+        await asyncio.sleep(1.5)
+        worker.kill()
+        feeding.cancel()
+    finally:
+        worker.kill()
+        await producer.stop()
+
+    changelog_topic = f"{settings.app_id}-{TABLE}-changelog"
+    ahead = 0
+    for partition in range(PARTITIONS):
+        data, offset = stored_at(tmp_path / "killed", partition, tmp_path / "after" / str(partition))
+        assert offset is not None
+        assert data == await changelog_folded(kafka, changelog_topic, partition, offset), partition
+        ahead += data != preloaded[partition]
+    assert ahead, "no partition stored the worker's own acknowledged writes"
+
+
+def progressed(data_dir: Path, preloaded: dict[int, dict[bytes, bytes]]) -> bool:
+    """Some partition's store has taken the worker's own writes."""
+    for partition in range(PARTITIONS):
+        try:
+            data, _offset = stored_at(data_dir, partition, data_dir.parent / "peek" / str(partition))
+        except ValueError:
+            continue
+        if data != preloaded[partition]:
+            return True
+    return False
