@@ -58,7 +58,8 @@ async def throughput(
     bootstrap: str, workdir: Path, args: argparse.Namespace, results: dict[str, Any]
 ) -> None:
     """The worker end to end on the steady fleet, the ceiling, changelog bytes, latency."""
-    env = bench_env(bootstrap, uuid.uuid4().hex[:8])
+    env = bench_env(bootstrap, uuid.uuid4().hex[:8], STREAM_APP_STORE=args.throughput_store)
+    results["throughput_store"] = args.throughput_store
     settings = Settings.from_env(env)
     await ensure_topics(settings)
     began = time.perf_counter()
@@ -159,6 +160,12 @@ async def main() -> None:
         help="run only this part (repeatable); e.g. --only memory --stores rocksdb for a million SIMs",
     )
     parser.add_argument("--stores", default="memory,rocksdb", help="stores of the memory part")
+    parser.add_argument(
+        "--throughput-store",
+        default="memory://",
+        choices=("memory://", "rocksdb://"),
+        help="the worker's store in the throughput and latency part",
+    )
     args = parser.parse_args()
     check_aiokafka_c_extension()
 

@@ -207,3 +207,24 @@ async def test_two_workers_route_each_sim_to_its_owner(
         assert via_first["served_by"] == via_second["served_by"]  # one owner, whoever is asked
         owners.add(via_first["served_by"])
     assert owners == {f"http://127.0.0.1:{port}" for port in ports}  # both own some SIMs
+
+
+async def test_a_restarted_worker_that_has_written_nothing_yet_serves_sims_and_pools(
+    kafka: str, start_worker: Callable[[dict[str, str]], WorkerProcess], producer: AIOKafkaProducer
+) -> None:
+    """A worker killed and replaced serves the SIMs it recovered before it has written
+    anything itself: Faust's router finds a SIM's owner from the changelog topic's
+    metadata, which the new worker's producer has not needed yet. (A chaos run once saw
+    every GET /sims fail while /readyz said ready; this is one start it could have
+    been, and it serves.)"""
+    env = worker_env(kafka)
+    first = start_worker(env)
+    sim = iccid()
+    await send(producer, first.settings, "subscriptions", subscription(sim, 1000))
+    await wait_known(first, sim)
+    first.kill()
+    second = start_worker({**env, "STREAM_APP_WEB_PORT": str(free_port())})
+    await wait_ready(second)
+    status, body = get(second.settings.web_port, f"/sims/{sim}")
+    assert (status, body.get("iccid") if isinstance(body, dict) else body) == (200, sim)
+    assert get(second.settings.web_port, "/pools/nosuchpool")[0] == 404

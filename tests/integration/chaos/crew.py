@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -95,13 +96,19 @@ class Slot:
             self.worker.stop()
 
     def get(self, path: str, timeout: float = 5.0) -> bytes | None:
+        return self.answer(path, timeout)[0]
+
+    def answer(self, path: str, timeout: float = 5.0) -> tuple[bytes | None, str]:
+        """The body of a 2xx answer, or None and why not (the status and body, or the error)."""
+        url = f"http://127.0.0.1:{self.env['STREAM_APP_WEB_PORT']}{path}"
         try:
-            url = f"http://127.0.0.1:{self.env['STREAM_APP_WEB_PORT']}{path}"
             with urllib.request.urlopen(url, timeout=timeout) as response:
                 body: bytes = response.read()
-                return body
-        except OSError:
-            return None
+                return body, ""
+        except urllib.error.HTTPError as error:
+            return None, f"HTTP {error.code}: {error.read()[:200]!r}"
+        except OSError as error:
+            return None, repr(error)
 
     def owned(self) -> int:
         """Usage partitions this worker actively owns (its own gauge; 0 when unknown)."""

@@ -255,13 +255,18 @@ def check_api(crew: Crew, states: dict[str, SimState], fleet: Fleet, sample: int
         return
     rng = random.Random(1)
     for iccid in rng.sample(sorted(fleet.quota), min(sample, len(fleet.quota))):
-        body = slot.get(f"/sims/{iccid}", timeout=10)
+        body, why = slot.answer(f"/sims/{iccid}", timeout=10)
         result.api_checked += 1
         stored = states.get(iccid)
         expected = stored.months[NEW].used_bytes if stored is not None and NEW in stored.months else 0
         view = orjson.loads(body) if body else {}
         if view.get("month") != NEW or view.get("used_bytes") != expected:
             result.api_mismatch += 1
+            if result.api_mismatch <= 3:  # enough to tell a wrong answer from no answer
+                answer = (view.get("month"), view.get("used_bytes"))
+                result.examples.append(
+                    f"GET /sims/{iccid}: (month, used) {answer}, expected {expected} {why}"
+                )
     truth = fleet.pool_truth()
     for plan in fleet.pools:  # GET /pools/{pool_id}: the month's total and the roster's size
         body = slot.get(f"/pools/{plan.pool_id}", timeout=10)
