@@ -325,6 +325,15 @@ def is_card_key(key: bytes) -> bool:
     return b"/" not in key and not key.startswith(POOL)
 
 
+def past_sim(key: bytes) -> bytes | None:
+    """The first key after every entry of ``key``'s SIM (None for a pool's key): a SIM's
+    entries are its ICCID and the ICCID followed by ``/``, which sorts before ``0``, so
+    a scan that needs cards only seeks there and reads none of the SIM's ids."""
+    if key.startswith(POOL):
+        return None
+    return key.partition(b"/")[0] + b"0"
+
+
 def states_of(entries: Mapping[bytes, bytes], policy: Policy) -> dict[str, SimState]:
     """Every SIM's whole state from a table's entries (e.g. read from its changelog)."""
     states: dict[str, SimState] = {}

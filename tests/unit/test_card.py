@@ -3,8 +3,12 @@ survives being read back and rewritten on the fast lane, and only pooled cards g
 
 from __future__ import annotations
 
+import bisect
 from datetime import timedelta
 from typing import Any
+
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from stream_app import codec
 from stream_app.domain import Policy, SimState, apply_subscription, apply_usage, new_state, subscription
@@ -65,3 +69,35 @@ def test_throttled_and_pending_survive_a_record_on_the_fast_lane() -> None:
     assert (stored.hot.throttled, stored.hot.pending) == (True, frozenset({"throttling"}))
     card = codec.read_card(ICCID, _rewritten_on_the_fast_lane(table, policy)[ICCID.encode()], policy)
     assert (card.status, card.throttled, card.pending) == ("active", True, frozenset({"throttling"}))
+
+
+_SUFFIXES = [b"", b"/p", b"/m", b"/s0", b"/s12", b"/s9"]
+
+
+@given(
+    shorter=st.sets(st.text(alphabet="0123", min_size=19, max_size=19), min_size=1, max_size=8),
+    longer=st.sets(st.sampled_from("0123456789"), max_size=4),
+    pools=st.sets(st.text(alphabet="abc-_.0123456789", min_size=1, max_size=6), max_size=3),
+)
+@example(shorter={"8986000000000000001"}, longer={"0"}, pools=set())
+def test_a_scan_that_seeks_past_each_sim_meets_every_card_and_every_pool_key(
+    shorter: set[str], longer: set[str], pools: set[str]
+) -> None:
+    """ICCIDs of 19 and 20 digits may be prefixes of each other (``…1`` and ``…10``):
+    seeking from a card to ``past_sim`` must still meet the next SIM's card."""
+    iccids = shorter | {iccid + digit for iccid in shorter for digit in longer}
+    keys = sorted(
+        {iccid.encode() + suffix for iccid in iccids for suffix in _SUFFIXES}
+        | {codec.pool_key(pool) for pool in pools}
+        | {codec.member_key(pool, iccid) for pool in pools for iccid in iccids}
+    )
+    met: list[bytes] = []
+    at = 0
+    while at < len(keys):  # what a RocksDB iterator does: next, or seek to the first key >= target
+        key = keys[at]
+        met.append(key)
+        onward = codec.past_sim(key)
+        at = at + 1 if onward is None else bisect.bisect_left(keys, onward)
+    wanted = [key for key in keys if codec.is_card_key(key) or key.startswith(codec.POOL)]
+    assert [key for key in met if codec.is_card_key(key) or key.startswith(codec.POOL)] == wanted
+    assert len(met) < len(keys)  # the SIMs' other entries were skipped

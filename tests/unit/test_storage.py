@@ -248,3 +248,41 @@ def test_rocksdb_is_always_what_the_changelog_acknowledged_and_reads_what_was_de
         for write in [write for batch in sent for write in batch] + filling:
             decided[write.key] = write.value
         assert _reads(store, 0, keys) == decided
+
+
+def test_a_scan_for_cards_sees_the_cards_and_pools_that_items_sees(tmp_path: Path) -> None:
+    """The books are built from ``scan(codec.past_sim)``: the same cards and pool entries
+    as Faust's ``items()``, held writes included, without reading the SIMs' ids."""
+    worker, store, changelog = _rocksdb_worker(tmp_path)
+    ticks = worker.ticks.get_topic_name()
+    actives = {TP(topic, p) for topic in (changelog, ticks) for p in (0, 1)}
+    worker.app.assignor.assigned_actives = lambda: actives  # type: ignore[method-assign]
+    policy = worker.policy
+    now = t("2026-03-20T12:00:00+08:00")
+    for n, iccid in enumerate(["8986040000000000001", "89860400000000000010", "8986040000000000002"]):
+        state = new_state(iccid, now, policy)
+        apply_subscription(state, subscription(subscription_msg(iccid=iccid, quota=GB)), now, policy)
+        state.ids = remembered(os.urandom(672 * HASH_BYTES), int(now.timestamp() // 60) - 672 * 15, 15)
+        for key, value in codec.sim_entries(codec.stored_of(state, policy)):
+            if value is not None:
+                store._db_for_partition(n % 2).put(key, value)
+    store._db_for_partition(0).put(codec.pool_key("fleet-a"), b"{}")
+    store._db_for_partition(0).put(codec.member_key("fleet-a", "8986040000000000001"), b"{}")
+    store.hold(1, b"8986040000000000002", None)  # a card deleted, not yet acknowledged
+    store.hold(0, b"8986040000000000003", b"new card")
+    store.hold(0, b"8986040000000000001/s9", b"a held segment")
+
+    def wanted(entries: Any) -> dict[bytes, bytes]:
+        return {k: v for k, v in entries if codec.is_card_key(k) or k.startswith(codec.POOL)}
+
+    scanned = list(store.scan(codec.past_sim))
+    assert wanted(scanned) == wanted(store.items())
+    assert set(wanted(scanned)) == {
+        b"8986040000000000001",
+        b"89860400000000000010",
+        b"8986040000000000003",
+        codec.pool_key("fleet-a"),
+        codec.member_key("fleet-a", "8986040000000000001"),
+    }
+    others = {key for key, _value in scanned if key not in wanted(scanned)}
+    assert others == {b"8986040000000000001/s9"}  # only held ones: no stored id was read
