@@ -465,6 +465,11 @@ class Worker:
             if len(writes) >= SWEEP_CHUNK:
                 written.append(await self.writer.write(writes))
                 writes = []
+                if self.app.rebalancing:
+                    # The partitions are being handed out again: whoever owns this one
+                    # next sweeps the rest, from books built anew, and nothing is
+                    # written meanwhile for a partition this worker may no longer own.
+                    break
         written.append(await self.writer.write(writes))
         retry += [w.iccid for chunk in written for w in chunk.failed if w.iccid is not None]
         for iccid in retry:  # one SIM must not stop the sweep; it is looked at again next tick

@@ -38,8 +38,12 @@ class Batch:
 class Outbox:
     """Record batches being filled, per topic partition, and those already submitted."""
 
-    def __init__(self, producer: Any) -> None:
+    def __init__(
+        self, producer: Any, done: Callable[[Batch, asyncio.Future[Any]], None] | None = None
+    ) -> None:
         self.producer = producer
+        self.done = done
+        """Called with each batch and its delivery once the broker answers."""
         self.open: dict[tuple[str, int], Batch] = {}
         self.submitted: list[Batch] = []
         self._partitions: dict[str, list[int]] = {}
@@ -67,21 +71,17 @@ class Outbox:
         batch.count += 1
         return batch
 
-    async def submit(self, done: Callable[[Batch, asyncio.Future[Any]], None] | None = None) -> list[Batch]:
-        """Submit every open batch; returns every batch submitted by this outbox.
-
-        ``done`` is called with each batch and its delivery once the broker answers.
-        """
+    async def submit(self) -> list[Batch]:
+        """Submit every open batch; returns every batch submitted by this outbox."""
         for batch in list(self.open.values()):
             await self._submit(batch)
         self.open.clear()
-        if done is not None:
-            for batch in self.submitted:
-                assert batch.delivery is not None
-                batch.delivery.add_done_callback(functools.partial(done, batch))
         return self.submitted
 
     async def _submit(self, batch: Batch) -> None:
         batch.builder.close()  # closed: the sender takes it without lingering
-        batch.delivery = await self.producer.send_batch(batch.builder, batch.topic, partition=batch.partition)
+        delivery = await self.producer.send_batch(batch.builder, batch.topic, partition=batch.partition)
+        batch.delivery = delivery
         self.submitted.append(batch)
+        if self.done is not None:  # at once: a batch submitted is answered whatever comes next
+            delivery.add_done_callback(functools.partial(self.done, batch))

@@ -57,10 +57,13 @@ class ChangelogFirstStore(RocksDBStore):
     Reads see held entries first. The store is then always a prefix of the changelog,
     up to its persisted offset, which is what Faust's recovery assumes of it.
 
-    A write refused by the broker is dropped (reads go back to what the changelog has);
-    one acknowledged after its partition was revoked, or after the store stopped, is
-    left to the changelog (recovery reads it from there, as the persisted offset did not
-    move past it).
+    A rebalance drops every held write: what is acknowledged after it is left to the
+    changelog, which the recovery that follows every rebalance reads from the persisted
+    offset on (the same for a partition whose database is closed). A write the broker
+    refused, a database that cannot be written, or a write that failed between being
+    held and being sent ends storing altogether: the broker may have appended a refused
+    batch all the same, and the worker stops (writer.py), its restart recovering from
+    the offset persisted.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -69,9 +72,8 @@ class ChangelogFirstStore(RocksDBStore):
         """Per key: the number of its newest held write, that value (None: deleted) and
         its partition."""
         self._numbered = 0
-        self._terms: dict[int, int] = {}
-        """Per partition, bumped when it is revoked: what is acknowledged after it is not
-        stored."""
+        self._term = 0
+        """Bumped by every rebalance: what was held before it is not stored."""
         self._shut = False
 
     def hold(self, partition: int, key: bytes, value: bytes | None) -> Held:
@@ -79,13 +81,16 @@ class ChangelogFirstStore(RocksDBStore):
         self._numbered += 1
         number = self._numbered
         self.held[key] = (number, value, partition)
-        return Held(number, key, value, self._terms.get(partition, 0))
+        return Held(number, key, value, self._term)
 
     def acknowledged(self, partition: int, writes: list[Held], offset: int) -> None:
         """The changelog has ``writes`` (in order), its last at ``offset``: store them."""
-        term = self._terms.get(partition, 0)
-        if self._shut or any(write.term != term for write in writes):
-            return  # revoked (its held writes went with it) or stopped
+        if self._shut:
+            return  # the worker is stopping: reads stay as decided
+        database = self._dbs.get(partition)  # not reopened: a closed one is left to recovery
+        if database is None or any(write.term != self._term for write in writes):
+            self._release(writes)
+            return
         batch = WriteBatch(raw_mode=True)
         for write in writes:
             if write.value is None:
@@ -94,18 +99,18 @@ class ChangelogFirstStore(RocksDBStore):
                 batch.put(write.key, write.value)
         batch.put(self.offset_key, str(offset).encode())
         try:
-            self._db_for_partition(partition).write(batch)
+            database.write(batch)
         except BaseException:
-            # Nothing more of this partition is stored: its persisted offset must not
-            # move past what is missing. The writes stay held, so reads stay right
-            # until the worker stops (the caller stops it).
-            self._terms[partition] = term + 1
+            self.stop_storing()
             raise
         self._release(writes)
 
-    def refused(self, writes: list[Held]) -> None:
-        """The changelog does not have ``writes``: reads go back to what the store has."""
-        self._release(writes)
+    def stop_storing(self) -> None:
+        """Some held writes may or may not be in the changelog (a batch refused, a store
+        or a send that failed): nothing more is stored, so no persisted offset moves past
+        what may be missing. Held writes stay held, so reads stay as decided until the
+        worker stops (the caller stops it)."""
+        self._shut = True
 
     def reader(self, partition: int) -> Callable[[bytes], bytes | None]:
         """A read of the partition's keys as they are once all held writes are stored."""
@@ -134,23 +139,17 @@ class ChangelogFirstStore(RocksDBStore):
         return super()._contains(key) if newest is None else newest[1] is not None
 
     def _iteritems(self) -> Iterator[tuple[bytes, bytes]]:
-        # The held entries as they were when iterating began; the databases' iterators
-        # read a snapshot each, so an entry stored meanwhile is not seen twice.
-        held = {key: value for key, (_number, value, _partition) in self.held.items()}
-        for key, value in super()._iteritems():
-            if key not in held:
-                yield key, value
-        for key, newest in held.items():
-            if newest is not None:
-                yield key, newest
+        return self.scan(_every_entry)
 
     def scan(self, past: Callable[[bytes], bytes | None]) -> Iterator[tuple[bytes, bytes]]:
         """The active partitions' entries as ``items()`` gives them, without Faust's
         decoding layers, and after each key on from ``past(key)`` when it says where:
         the entries in between are not read (a scan for cards skips a SIM's ids)."""
+        # The held entries as they were when the scan began; the databases' iterators
+        # read a snapshot each, so an entry stored meanwhile is not seen twice.
         held = {key: value for key, (_number, value, _partition) in self.held.items()}
         offset_key = self.offset_key
-        for database in self._dbs_for_actives():
+        for database in list(self._dbs_for_actives()):  # a rebalance may change them meanwhile
             entries = database.iter()  # reads a snapshot: writes meanwhile are not seen
             entries.seek_to_first()
             while entries.valid():
@@ -174,19 +173,25 @@ class ChangelogFirstStore(RocksDBStore):
         for _key, value in self._iteritems():
             yield value
 
-    def revoke_partitions(self, table: Any, tps: Any) -> None:
-        topics = table.changelog_topic.topics
-        revoked = {tp.partition for tp in tps if tp.topic in topics}
-        for partition in revoked:
-            self._terms[partition] = self._terms.get(partition, 0) + 1
-        held = self.held
-        for key in [key for key, entry in held.items() if entry[2] in revoked]:
-            del held[key]
-        super().revoke_partitions(table, tps)
+    async def on_rebalance(
+        self, assigned: Any, revoked: Any, newly_assigned: Any, generation_id: int = 0
+    ) -> None:
+        # The producer was flushed as the partitions were revoked, so little is still
+        # held; what is, is left to the recovery that follows (from the persisted offset,
+        # on every active partition, kept or new). Held entries would otherwise hide what
+        # that recovery stores, and a partition kept as a standby would take late acks
+        # over its standby's newer records.
+        self._term += 1
+        self.held.clear()
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
     async def stop(self) -> None:
         self._shut = True
         await super().stop()
+
+
+def _every_entry(key: bytes) -> None:
+    return None
 
 
 class Held(NamedTuple):

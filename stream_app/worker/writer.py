@@ -143,7 +143,29 @@ class Writer:
     ) -> list[asyncio.Future[Any]]:
         """Store the states whose outputs were all acknowledged, and produce their changelog."""
         changelog = self.table.changelog_topic.get_topic_name()
-        outbox = Outbox(producer)
+        outbox = Outbox(producer, self._persisted)
+        try:
+            await self._store_each(outbox, changelog, staged, failed)
+            # Not awaited here: the next batch goes on meanwhile, and the input offsets
+            # are committed only once these are acknowledged (offsets.py).
+            submitted = await outbox.submit()
+        except BaseException as exc:
+            # Some states are held (RocksDB) or stored (memory) whose changelog records
+            # were never sent: the worker stops, and its restart recovers from the changelog.
+            log.critical("storing a batch's states failed: %r", exc)
+            if self.held is not None:
+                self.held.stop_storing()
+            self._stop(exc)
+            raise
+        return [batch.delivery for batch in submitted if batch.delivery is not None]
+
+    async def _store_each(
+        self,
+        outbox: Outbox,
+        changelog: str,
+        staged: list[tuple[Write, list[Entry], list[Batch]]],
+        failed: list[tuple[Write, str]],
+    ) -> None:
         plain = self.plain
         held = self.held
         append = outbox.append
@@ -169,13 +191,9 @@ class Writer:
                     await append(changelog, partition, key, value)
             elif held is not None:
                 for key, value in entries:
-                    hold = held.hold(partition, key, value)
-                    (await append(changelog, partition, key, value)).held.append(hold)
+                    batch = await append(changelog, partition, key, value)
+                    batch.held.append(held.hold(partition, key, value))
             self.stored(partition, write.before, write.state)
-        # Not awaited here: the next batch goes on meanwhile, and the input offsets are
-        # committed only once these are acknowledged (offsets.py).
-        submitted = await outbox.submit(self._persisted)
-        return [batch.delivery for batch in submitted if batch.delivery is not None]
 
     def _persisted(self, batch: Batch, delivery: asyncio.Future[Any]) -> None:
         # What lets a RocksDB store start from its own data rather than the whole
@@ -183,9 +201,15 @@ class Writer:
         held = self.held
         writes: list[Held] = batch.held
         if delivery.cancelled() or delivery.exception() is not None:
-            log.error("changelog write failed: %r", None if delivery.cancelled() else delivery.exception())
+            # After the producer's own retries. The broker may have appended the batch
+            # all the same (the producer is not idempotent), and the store already has
+            # its states (memory) or would have to guess (RocksDB): the worker stops,
+            # and its restart recovers from what the changelog has.
+            error = RuntimeError("cancelled") if delivery.cancelled() else delivery.exception()
+            log.critical("changelog write to partition %d failed: %r", batch.partition, error)
             if held is not None:
-                held.refused(writes)
+                held.stop_storing()
+            self._stop(error)
             return
         if held is None:
             return
@@ -197,7 +221,11 @@ class Writer:
             # The store cannot follow its changelog any more (a disk error): the worker
             # stops, and its restart recovers the store from the offset it persisted.
             log.critical("could not store acknowledged states of changelog partition %d", batch.partition)
-            self.crashing = asyncio.ensure_future(self.app.crash(exc))
+            self._stop(exc)
+
+    def _stop(self, error: BaseException | None) -> None:
+        if self.crashing is None:
+            self.crashing = asyncio.ensure_future(self.app.crash(error or RuntimeError("changelog")))
 
     async def _dead_letter(self, producer: Any, write: Write, error: str) -> bool:
         letter = rejected(

@@ -3,6 +3,7 @@ store Faust opens for the table."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import weakref
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any, NamedTuple
 import pytest
 from faust.streams import _current_event
 from faust.types import TP
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from stream_app import codec
@@ -158,40 +159,53 @@ def test_a_state_reaches_rocksdb_only_once_its_changelog_record_is_acknowledged(
     assert store.held == {}
 
 
-def test_a_refused_write_leaves_what_the_changelog_has(tmp_path: Path) -> None:
+def test_after_a_refused_batch_nothing_more_is_stored_and_reads_stay_as_decided(tmp_path: Path) -> None:
+    """The broker may have appended a batch it reported as failed: no persisted offset may
+    move past it, so the store takes nothing more (the worker stops and recovers)."""
     worker, store, changelog = _rocksdb_worker(tmp_path)
     worker.app.assignor.assigned_actives = lambda: {TP(changelog, 2)}  # type: ignore[method-assign]
-    store._db_for_partition(2).put(b"a", b"acknowledged")
-    refused = [store.hold(2, b"a", b"refused")]
-    store.refused(refused)
-    assert _reads(store, 2, [b"a"]) == {b"a": b"acknowledged"}
-    assert store.held == {}
+    database = store._db_for_partition(2)
+    database.put(b"a", b"acknowledged")
+    refused, later = [store.hold(2, b"a", b"refused")], [store.hold(2, b"b", b"later")]
+    store.stop_storing()
+    store.acknowledged(2, later, 8)
+    assert (database.get(b"a"), database.get(b"b")) == (b"acknowledged", None)
+    assert store.persisted_offset(TP(changelog, 2)) is None
+    assert _reads(store, 2, [b"a", b"b"]) == {b"a": b"refused", b"b": b"later"}
+    assert refused
 
 
-def test_writes_acknowledged_after_their_partition_was_revoked_are_left_to_the_changelog(
-    tmp_path: Path,
-) -> None:
-    """Recovery reads them from the changelog: the store must not move its persisted
-    offset, nor hold values that a recovery of the partition would then hide."""
+def test_writes_acknowledged_after_a_rebalance_are_left_to_the_recovery_that_follows(tmp_path: Path) -> None:
+    """Every rebalance is followed by a recovery of the active partitions from their
+    persisted offsets: a write acknowledged after it must not move that offset (the
+    recovery may already be past it, or another worker may own the partition), and held
+    entries must not hide what the recovery stores. A partition whose database is closed
+    is not reopened for an acknowledgement."""
     worker, store, changelog = _rocksdb_worker(tmp_path)
-    kept, lost = [store.hold(3, b"k", b"1")], [store.hold(1, b"l", b"1")]
-    store.revoke_partitions(worker.table, {TP(changelog, 1)})
-    assert set(store.held) == {b"k"}
-    store.acknowledged(1, lost, 7)
-    store.acknowledged(3, kept, 9)
-    assert store._db_for_partition(1).get(b"l") is None and store.persisted_offset(TP(changelog, 1)) is None
-    assert store._db_for_partition(3).get(b"k") == b"1" and store.persisted_offset(TP(changelog, 3)) == 9
+    worker.app.assignor.assigned_actives = lambda: {TP(changelog, 3)}  # type: ignore[method-assign]
+    store._db_for_partition(3)  # open, and kept open by the rebalance
+    before = [store.hold(3, b"k", b"1")]
+    asyncio.run(store.on_rebalance(set(), set(), set(), 0))
+    assert store.held == {}
+    store.acknowledged(3, before, 9)
+    assert store._db_for_partition(3).get(b"k") is None and store.persisted_offset(TP(changelog, 3)) is None
+    after = [store.hold(3, b"k", b"2")]
+    store.acknowledged(3, after, 10)  # held since the rebalance: stored
+    assert store._db_for_partition(3).get(b"k") == b"2" and store.persisted_offset(TP(changelog, 3)) == 10
+    closed = [store.hold(1, b"l", b"1")]
+    store.acknowledged(1, closed, 4)
+    assert 1 not in store._dbs and store.held == {}
 
 
 def test_a_store_that_cannot_be_written_keeps_its_offset_and_its_reads(tmp_path: Path) -> None:
     _worker, store, changelog = _rocksdb_worker(tmp_path)
+    good = store._db_for_partition(0)
     first, second = [store.hold(0, b"a", b"1")], [store.hold(0, b"b", b"2")]
 
     class Broken:
         def write(self, batch: Any) -> None:
             raise OSError("disk full")
 
-    good = store._db_for_partition(0)
     store._dbs[0] = Broken()
     with pytest.raises(OSError):
         store.acknowledged(0, first, 5)
@@ -207,47 +221,66 @@ def _histories(draw: st.DrawFn) -> list[tuple[str, bytes, bytes | None]]:
         st.tuples(
             st.just("hold"), st.sampled_from([b"a", b"b", b"c"]), st.one_of(st.none(), st.binary(max_size=3))
         ),
-        st.tuples(st.sampled_from(["send", "ack", "refuse"]), st.just(b""), st.none()),
+        st.tuples(st.sampled_from(["send", "ack", "ack", "refuse", "rebalance"]), st.just(b""), st.none()),
     )
     return draw(st.lists(steps, max_size=40))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(history=_histories())
-def test_rocksdb_is_always_what_the_changelog_acknowledged_and_reads_what_was_decided(
+@example(  # a refused batch the broker appended after all, then a later one acknowledged
+    history=[
+        ("hold", b"a", b"1"),
+        ("send", b"", None),
+        ("hold", b"b", b"2"),
+        ("send", b"", None),
+        ("refuse", b"", None),
+        ("ack", b"", None),
+    ]
+)
+@example(  # acknowledged after a rebalance, then held and acknowledged again
+    history=[("hold", b"a", b"1"), ("send", b"", None), ("rebalance", b"", None), ("ack", b"", None)]
+)
+def test_rocksdb_is_always_a_prefix_of_the_changelog_and_reads_what_was_decided(
     tmp_path_factory: pytest.TempPathFactory, history: list[tuple[str, bytes, bytes | None]]
 ) -> None:
-    """Writes held, sent in batches, and each batch acknowledged or refused in the order
-    sent (as the producer settles one partition's batches). After every step the
-    database is exactly the acknowledged changelog folded, at its last offset, and every
-    read sees the newest write not refused."""
+    """Writes held, sent in batches, each batch acknowledged or refused in the order sent
+    (as the producer settles one partition's batches), rebalances in between. After every
+    step the database is exactly the changelog folded up to its persisted offset (a
+    prefix: never a record the changelog lacks), and, until a rebalance or a refusal,
+    every read sees the newest write."""
     worker, store, changelog = _rocksdb_worker(tmp_path_factory.mktemp("store"))
     worker.app.assignor.assigned_actives = lambda: {TP(changelog, 0)}  # type: ignore[method-assign]
     database = store._db_for_partition(0)
+    keys = [b"a", b"b", b"c"]
     filling: list[Held] = []
     sent: list[list[Held]] = []
-    acknowledged: list[Held] = []
-    keys = [b"a", b"b", b"c"]
+    log: list[Held] = []  # the changelog: every batch acknowledged (a refused one may be in it too)
+    decided: dict[bytes, bytes | None] = dict.fromkeys(keys)
+    reads_exact = True
     for action, key, value in history:
         if action == "hold":
             filling.append(store.hold(0, key, value))
+            decided[key] = value
         elif action == "send" and filling:
             sent.append(filling)
             filling = []
         elif action == "ack" and sent:
-            acknowledged += sent[0]
-            store.acknowledged(0, sent.pop(0), len(acknowledged) - 1)
+            log += sent[0]
+            store.acknowledged(0, sent.pop(0), len(log) - 1)
         elif action == "refuse" and sent:
-            store.refused(sent.pop(0))
-        stored: dict[bytes, bytes | None] = dict.fromkeys(keys)
-        for write in acknowledged:
-            stored[write.key] = write.value
-        assert {key: database.get(key) for key in keys} == stored
-        assert store.persisted_offset(TP(changelog, 0)) == (len(acknowledged) - 1 if acknowledged else None)
-        decided = dict(stored)
-        for write in [write for batch in sent for write in batch] + filling:
-            decided[write.key] = write.value
-        assert _reads(store, 0, keys) == decided
+            log += sent.pop(0)  # the worst case: appended all the same
+            store.stop_storing()
+        elif action == "rebalance":
+            asyncio.run(store.on_rebalance(set(), set(), set(), 0))
+            reads_exact = False  # reads come from the store until the recovery catches up
+        offset = store.persisted_offset(TP(changelog, 0))
+        folded: dict[bytes, bytes | None] = dict.fromkeys(keys)
+        for write in log[: offset + 1] if offset is not None else []:
+            folded[write.key] = write.value
+        assert {key: database.get(key) for key in keys} == folded
+        if reads_exact:
+            assert _reads(store, 0, keys) == decided
 
 
 def test_a_scan_for_cards_sees_the_cards_and_pools_that_items_sees(tmp_path: Path) -> None:
