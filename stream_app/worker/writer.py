@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, NamedTuple
 
@@ -224,8 +226,15 @@ class Writer:
             self._stop(exc)
 
     def _stop(self, error: BaseException | None) -> None:
-        if self.crashing is None:
-            self.crashing = asyncio.ensure_future(self.app.crash(error or RuntimeError("changelog")))
+        if self.crashing is not None:
+            return
+        self.crashing = asyncio.ensure_future(self.app.crash(error or RuntimeError("changelog")))
+        # Faust's shutdown after a crash was seen waiting on its streams for ever. What is
+        # stored is safe under kill -9 (docs/reliability.md), so a worker that has not
+        # exited after a grace period exits as if killed, and its supervisor restarts it.
+        watchdog = threading.Timer(STOP_GRACE_SECONDS, _exit_now)
+        watchdog.daemon = True
+        watchdog.start()
 
     async def _dead_letter(self, producer: Any, write: Write, error: str) -> bool:
         letter = rejected(
@@ -243,6 +252,16 @@ class Writer:
             return False
         self.observe(DEADLETTER, value)
         return True
+
+
+STOP_GRACE_SECONDS = 15.0
+"""How long a worker stopping on a changelog failure may take to shut down cleanly."""
+
+
+def _exit_now() -> None:
+    log.critical("still not stopped %.0f s after a changelog failure: exiting", STOP_GRACE_SECONDS)
+    logging.shutdown()
+    os._exit(70)  # EX_SOFTWARE
 
 
 def _first_error(batches: list[Batch]) -> BaseException | None:

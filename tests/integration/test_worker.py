@@ -8,11 +8,14 @@ import time
 import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from stream_app.domain.timeutil import format_time
 
@@ -199,3 +202,50 @@ async def test_rocksdb_store_counts_exactly_when_a_batch_mixes_partitions(
             break
         await asyncio.sleep(0.5)
     assert seen == {sim: (total, True) for sim, total in expected.items()}
+
+
+async def test_a_changelog_batch_the_broker_refuses_stops_the_worker_and_its_restart_counts_it(
+    kafka: str, start_worker: Callable[[dict[str, str]], WorkerProcess], producer: AIOKafkaProducer
+) -> None:
+    """The producer is not idempotent: a batch reported as failed may be in the log all
+    the same, so the store cannot tell whether it has what the changelog has. The worker
+    stops rather than going on; restarted on its own RocksDB folder, it processes the
+    uncommitted record again and counts it once."""
+    env = worker_env(kafka, STREAM_APP_STORE="rocksdb://")
+    first = start_worker(env)
+    settings = first.settings
+    sim = iccid()
+    await send(producer, settings, "subscriptions", subscription(sim, 100 * GB))
+    await wait_known(first, sim)
+    changelog = ConfigResource(ConfigResourceType.TOPIC, f"{settings.app_id}-sims-changelog")
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+    await admin.start()
+    try:
+        await admin.alter_configs(
+            [ConfigResource(changelog.resource_type, changelog.name, {"max.message.bytes": "64"})]
+        )
+        await send(producer, settings, "usage", usage(sim, 1234, "r1"))
+        deadline = time.monotonic() + 60
+        while first.alive() and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+        assert not first.alive(), "the worker went on after its changelog write was refused"
+        assert "changelog write to partition" in first.log_path.read_text(errors="replace")
+        await admin.alter_configs(
+            [ConfigResource(changelog.resource_type, changelog.name, {"max.message.bytes": "1048588"})]
+        )
+    finally:
+        await admin.close()
+    second = WorkerProcess(env, Path(first.env["STREAM_APP_DATA_DIR"]))
+    try:
+        second.start()
+        deadline = time.monotonic() + 60
+        while True:
+            url = f"http://127.0.0.1:{settings.web_port}/sims/{sim}"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                used = orjson.loads(response.read())["used_bytes"]
+            if used == 1234 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        assert used == 1234
+    finally:
+        second.stop()
