@@ -151,7 +151,13 @@ class Writer:
             # Not awaited here: the next batch goes on meanwhile, and the input offsets
             # are committed only once these are acknowledged (offsets.py).
             submitted = await outbox.submit()
-        except BaseException as exc:
+        except asyncio.CancelledError:
+            # Faust cancels its agents as the worker stops: nothing more is stored, and
+            # the restart recovers from the changelog (not a failure to report).
+            if self.held is not None:
+                self.held.stop_storing()
+            raise
+        except Exception as exc:
             # Some states are held (RocksDB) or stored (memory) whose changelog records
             # were never sent: the worker stops, and its restart recovers from the changelog.
             log.critical("storing a batch's states failed: %r", exc)
@@ -202,12 +208,16 @@ class Writer:
         # changelog after a restart: the states and the offset they reach, together.
         held = self.held
         writes: list[Held] = batch.held
-        if delivery.cancelled() or delivery.exception() is not None:
+        if delivery.cancelled():  # the producer is stopping with the worker
+            if held is not None:
+                held.stop_storing()
+            return
+        if delivery.exception() is not None:
             # After the producer's own retries. The broker may have appended the batch
             # all the same (the producer is not idempotent), and the store already has
             # its states (memory) or would have to guess (RocksDB): the worker stops,
             # and its restart recovers from what the changelog has.
-            error = RuntimeError("cancelled") if delivery.cancelled() else delivery.exception()
+            error = delivery.exception()
             log.critical("changelog write to partition %d failed: %r", batch.partition, error)
             if held is not None:
                 held.stop_storing()

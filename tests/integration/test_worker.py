@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import signal
 import time
 import urllib.request
 from collections.abc import Callable
@@ -247,5 +248,48 @@ async def test_a_changelog_batch_the_broker_refuses_stops_the_worker_and_its_res
                 break
             await asyncio.sleep(0.5)
         assert used == 1234
+    finally:
+        second.stop()
+
+
+async def test_a_worker_stopped_in_the_middle_of_its_work_exits_cleanly_and_counts_on(
+    kafka: str, start_worker: Callable[[dict[str, str]], WorkerProcess], producer: AIOKafkaProducer
+) -> None:
+    """SIGTERM with a backlog being processed: a clean stop is not a changelog failure
+    (no CRITICAL, no exit 70), and restarted on its own RocksDB folder the worker counts
+    every record once."""
+    env = worker_env(kafka, STREAM_APP_STORE="rocksdb://")
+    first = start_worker(env)
+    settings = first.settings
+    sims = [iccid() for _ in range(50)]
+    for sim in sims:
+        await send(producer, settings, "subscriptions", subscription(sim, 100 * GB))
+    await wait_known(first, *sims)
+    topic = settings.topic("usage")
+    for n in range(40):
+        for sim in sims:
+            await producer.send(topic, orjson.dumps(usage(sim, 1000, f"r{n}")), key=sim.encode())
+    await producer.flush()
+    await asyncio.sleep(0.3)
+    assert first.proc is not None
+    first.proc.send_signal(signal.SIGTERM)
+    status = first.proc.wait(60)
+    text = first.log_path.read_text(errors="replace")
+    assert "CRITICAL" not in text and status != 70, text[-3000:]
+    second = WorkerProcess(env, Path(first.env["STREAM_APP_DATA_DIR"]))
+    try:
+        second.start()
+        deadline = time.monotonic() + 90
+        while True:
+            used = {}
+            for sim in sims:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{settings.web_port}/sims/{sim}", timeout=5
+                ) as r:
+                    used[sim] = orjson.loads(r.read())["used_bytes"]
+            if set(used.values()) == {40 * 1000} or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        assert used == dict.fromkeys(sims, 40 * 1000)
     finally:
         second.stop()
