@@ -264,8 +264,8 @@ class Worker:
         # reads a snapshot, safe under writes meanwhile, and seeks past each SIM's ids
         # and profile (7 of a steady-state SIM's 8 entries). The memory store's dict must
         # not change size under the loop; a list of it holds references only.
-        store, plain = self.writer.held, self.writer.plain
-        entries = store.scan(codec.past_sim) if store is not None else list((plain or {}).items())
+        held, plain = self.writer.held, self.writer.plain
+        entries = held.scan(codec.past_sim) if held is not None else list((plain or {}).items())
         for n, (key, raw) in enumerate(entries):
             if n % 2000 == 1999:
                 await asyncio.sleep(0)

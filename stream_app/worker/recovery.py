@@ -19,7 +19,6 @@ from typing import Any
 import faust
 from faust.stores.rocksdb import Store as RocksDBStore
 from rocksdict import WriteBatch
-from yarl import URL
 
 from .chunks import chunk_of
 from .storage import ChangelogFirstStore
@@ -71,7 +70,7 @@ class ChunkTable(faust.Table[bytes, bytes]):
         super().__init__(*args, **kwargs)
 
     def _new_store_by_url(self, url: Any) -> Any:
-        if URL(url).scheme != "rocksdb":
+        if not str(url).startswith("rocksdb:"):
             return super()._new_store_by_url(url)
         # Faust's RocksDB store, written only with what the changelog acknowledged.
         return ChangelogFirstStore(

@@ -68,20 +68,18 @@ class ChangelogFirstStore(RocksDBStore):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.held: dict[bytes, tuple[int, bytes | None, int]] = {}
-        """Per key: the number of its newest held write, that value (None: deleted) and
-        its partition."""
+        self.held: dict[bytes, Held] = {}
+        """Per key: its newest held write."""
         self._numbered = 0
         self._term = 0
         """Bumped by every rebalance: what was held before it is not stored."""
         self._shut = False
 
-    def hold(self, partition: int, key: bytes, value: bytes | None) -> Held:
+    def hold(self, key: bytes, value: bytes | None) -> Held:
         """Keep a write for ``key`` in memory until its changelog record is acknowledged."""
         self._numbered += 1
-        number = self._numbered
-        self.held[key] = (number, value, partition)
-        return Held(number, key, value, self._term)
+        write = self.held[key] = Held(self._numbered, key, value, self._term)
+        return write
 
     def acknowledged(self, partition: int, writes: list[Held], offset: int) -> None:
         """The changelog has ``writes`` (in order), its last at ``offset``: store them."""
@@ -119,24 +117,23 @@ class ChangelogFirstStore(RocksDBStore):
 
         def get(key: bytes) -> bytes | None:
             newest = held.get(key)
-            return database.get(key) if newest is None else newest[1]
+            return database.get(key) if newest is None else newest.value
 
         return get
 
     def _release(self, writes: list[Held]) -> None:
         held = self.held
         for write in writes:
-            newest = held.get(write.key)
-            if newest is not None and newest[0] == write.number:
+            if held.get(write.key) is write:
                 del held[write.key]
 
     def _get(self, key: bytes) -> bytes | None:
         newest = self.held.get(key)
-        return super()._get(key) if newest is None else newest[1]
+        return super()._get(key) if newest is None else newest.value
 
     def _contains(self, key: bytes) -> bool:
         newest = self.held.get(key)
-        return super()._contains(key) if newest is None else newest[1] is not None
+        return super()._contains(key) if newest is None else newest.value is not None
 
     def _iteritems(self) -> Iterator[tuple[bytes, bytes]]:
         return self.scan(_every_entry)
@@ -147,7 +144,7 @@ class ChangelogFirstStore(RocksDBStore):
         the entries in between are not read (a scan for cards skips a SIM's ids)."""
         # The held entries as they were when the scan began; the databases' iterators
         # read a snapshot each, so an entry stored meanwhile is not seen twice.
-        held = {key: value for key, (_number, value, _partition) in self.held.items()}
+        held = {key: write.value for key, write in self.held.items()}
         offset_key = self.offset_key
         for database in list(self._dbs_for_actives()):  # a rebalance may change them meanwhile
             entries = database.iter()  # reads a snapshot: writes meanwhile are not seen

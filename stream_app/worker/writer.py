@@ -161,8 +161,6 @@ class Writer:
             # Some states are held (RocksDB) or stored (memory) whose changelog records
             # were never sent: the worker stops, and its restart recovers from the changelog.
             log.critical("storing a batch's states failed: %r", exc)
-            if self.held is not None:
-                self.held.stop_storing()
             self._stop(exc)
             raise
         return [batch.delivery for batch in submitted if batch.delivery is not None]
@@ -200,7 +198,7 @@ class Writer:
             elif held is not None:
                 for key, value in entries:
                     batch = await append(changelog, partition, key, value)
-                    batch.held.append(held.hold(partition, key, value))
+                    batch.held.append(held.hold(key, value))
             self.stored(partition, write.before, write.state)
 
     def _persisted(self, batch: Batch, delivery: asyncio.Future[Any]) -> None:
@@ -212,15 +210,13 @@ class Writer:
             if held is not None:
                 held.stop_storing()
             return
-        if delivery.exception() is not None:
+        error = delivery.exception()
+        if error is not None:
             # After the producer's own retries. The broker may have appended the batch
             # all the same (the producer is not idempotent), and the store already has
             # its states (memory) or would have to guess (RocksDB): the worker stops,
             # and its restart recovers from what the changelog has.
-            error = delivery.exception()
             log.critical("changelog write to partition %d failed: %r", batch.partition, error)
-            if held is not None:
-                held.stop_storing()
             self._stop(error)
             return
         if held is None:
@@ -235,10 +231,13 @@ class Writer:
             log.critical("could not store acknowledged states of changelog partition %d", batch.partition)
             self._stop(exc)
 
-    def _stop(self, error: BaseException | None) -> None:
+    def _stop(self, error: BaseException) -> None:
+        """The store may no longer match its changelog: store nothing more, stop the worker."""
+        if self.held is not None:
+            self.held.stop_storing()
         if self.crashing is not None:
             return
-        self.crashing = asyncio.ensure_future(self.app.crash(error or RuntimeError("changelog")))
+        self.crashing = asyncio.ensure_future(self.app.crash(error))
         # Faust's shutdown after a crash was seen waiting on its streams for ever. What is
         # stored is safe under kill -9 (docs/reliability.md), so a worker that has not
         # exited after a grace period exits as if killed, and its supervisor restarts it.

@@ -171,6 +171,22 @@ async def test_subscriptions_and_usage_racing_on_two_topics_lose_no_update(
         assert (body["used_bytes"], body["plan"]["quota_bytes"], body["reasons"]) == (1200, 1000, ["quota"])
 
 
+async def served(
+    port: int, sims: list[str], field: Callable[[Any], Any], wanted: dict[str, Any], timeout: float = 60
+) -> dict[str, Any]:
+    """``field`` of each SIM as GET /sims serves it, asked again until it is ``wanted``
+    or ``timeout`` s have passed: the last answers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = {}
+        for sim in sims:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/sims/{sim}", timeout=5) as response:
+                seen[sim] = field(orjson.loads(response.read()))
+        if seen == wanted or time.monotonic() > deadline:
+            return seen
+        await asyncio.sleep(0.5)
+
+
 async def test_rocksdb_store_counts_exactly_when_a_batch_mixes_partitions(
     kafka: str, start_worker: Callable[[dict[str, str]], WorkerProcess], producer: AIOKafkaProducer
 ) -> None:
@@ -191,17 +207,10 @@ async def test_rocksdb_store_counts_exactly_when_a_batch_mixes_partitions(
         ]
         await asyncio.gather(*sent)
     expected = {sim: 3 * (1000 + n) for n, sim in enumerate(sims)}
-    deadline = time.monotonic() + 60
-    while True:
-        seen = {}
-        for sim in sims:
-            url = f"http://127.0.0.1:{settings.web_port}/sims/{sim}"
-            with urllib.request.urlopen(url, timeout=5) as response:
-                body = orjson.loads(response.read())
-            seen[sim] = (body["used_bytes"], body["plan"] is not None)
-        if seen == {sim: (total, True) for sim, total in expected.items()} or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.5)
+    wanted = {sim: (total, True) for sim, total in expected.items()}
+    seen = await served(
+        settings.web_port, sims, lambda body: (body["used_bytes"], body["plan"] is not None), wanted
+    )
     assert seen == {sim: (total, True) for sim, total in expected.items()}
 
 
@@ -239,14 +248,7 @@ async def test_a_changelog_batch_the_broker_refuses_stops_the_worker_and_its_res
     second = WorkerProcess(env, Path(first.env["STREAM_APP_DATA_DIR"]))
     try:
         second.start()
-        deadline = time.monotonic() + 60
-        while True:
-            url = f"http://127.0.0.1:{settings.web_port}/sims/{sim}"
-            with urllib.request.urlopen(url, timeout=5) as response:
-                used = orjson.loads(response.read())["used_bytes"]
-            if used == 1234 or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.5)
+        used = (await served(settings.web_port, [sim], lambda body: body["used_bytes"], {sim: 1234}))[sim]
         assert used == 1234
     finally:
         second.stop()
@@ -279,17 +281,9 @@ async def test_a_worker_stopped_in_the_middle_of_its_work_exits_cleanly_and_coun
     second = WorkerProcess(env, Path(first.env["STREAM_APP_DATA_DIR"]))
     try:
         second.start()
-        deadline = time.monotonic() + 90
-        while True:
-            used = {}
-            for sim in sims:
-                with urllib.request.urlopen(
-                    f"http://127.0.0.1:{settings.web_port}/sims/{sim}", timeout=5
-                ) as r:
-                    used[sim] = orjson.loads(r.read())["used_bytes"]
-            if set(used.values()) == {40 * 1000} or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.5)
+        used = await served(
+            settings.web_port, sims, lambda body: body["used_bytes"], dict.fromkeys(sims, 40 * 1000), 90
+        )
         assert used == dict.fromkeys(sims, 40 * 1000)
     finally:
         second.stop()

@@ -143,11 +143,11 @@ def test_a_state_reaches_rocksdb_only_once_its_changelog_record_is_acknowledged(
     worker.app.assignor.assigned_actives = lambda: {TP(changelog, 1)}  # type: ignore[method-assign]
     database = store._db_for_partition(1)
     database.put(b"a", b"old")
-    first = [store.hold(1, b"a", b"new"), store.hold(1, b"b", b"1")]
+    first = [store.hold(b"a", b"new"), store.hold(b"b", b"1")]
     assert _reads(store, 1, [b"a", b"b"]) == {b"a": b"new", b"b": b"1"}
     assert (database.get(b"a"), database.get(b"b")) == (b"old", None)  # a kill now loses nothing
     assert store.persisted_offset(TP(changelog, 1)) is None
-    second = [store.hold(1, b"a", None)]  # deleted by the next write, before the first is acknowledged
+    second = [store.hold(b"a", None)]  # deleted by the next write, before the first is acknowledged
     assert _reads(store, 1, [b"a", b"b"]) == {b"a": None, b"b": b"1"}
 
     store.acknowledged(1, first, 41)
@@ -166,7 +166,7 @@ def test_after_a_refused_batch_nothing_more_is_stored_and_reads_stay_as_decided(
     worker.app.assignor.assigned_actives = lambda: {TP(changelog, 2)}  # type: ignore[method-assign]
     database = store._db_for_partition(2)
     database.put(b"a", b"acknowledged")
-    refused, later = [store.hold(2, b"a", b"refused")], [store.hold(2, b"b", b"later")]
+    refused, later = [store.hold(b"a", b"refused")], [store.hold(b"b", b"later")]
     store.stop_storing()
     store.acknowledged(2, later, 8)
     assert (database.get(b"a"), database.get(b"b")) == (b"acknowledged", None)
@@ -184,15 +184,15 @@ def test_writes_acknowledged_after_a_rebalance_are_left_to_the_recovery_that_fol
     worker, store, changelog = _rocksdb_worker(tmp_path)
     worker.app.assignor.assigned_actives = lambda: {TP(changelog, 3)}  # type: ignore[method-assign]
     store._db_for_partition(3)  # open, and kept open by the rebalance
-    before = [store.hold(3, b"k", b"1")]
+    before = [store.hold(b"k", b"1")]
     asyncio.run(store.on_rebalance(set(), set(), set(), 0))
     assert store.held == {}
     store.acknowledged(3, before, 9)
     assert store._db_for_partition(3).get(b"k") is None and store.persisted_offset(TP(changelog, 3)) is None
-    after = [store.hold(3, b"k", b"2")]
+    after = [store.hold(b"k", b"2")]
     store.acknowledged(3, after, 10)  # held since the rebalance: stored
     assert store._db_for_partition(3).get(b"k") == b"2" and store.persisted_offset(TP(changelog, 3)) == 10
-    closed = [store.hold(1, b"l", b"1")]
+    closed = [store.hold(b"l", b"1")]
     store.acknowledged(1, closed, 4)
     assert 1 not in store._dbs and store.held == {}
 
@@ -200,7 +200,7 @@ def test_writes_acknowledged_after_a_rebalance_are_left_to_the_recovery_that_fol
 def test_a_store_that_cannot_be_written_keeps_its_offset_and_its_reads(tmp_path: Path) -> None:
     _worker, store, changelog = _rocksdb_worker(tmp_path)
     good = store._db_for_partition(0)
-    first, second = [store.hold(0, b"a", b"1")], [store.hold(0, b"b", b"2")]
+    first, second = [store.hold(b"a", b"1")], [store.hold(b"b", b"2")]
 
     class Broken:
         def write(self, batch: Any) -> None:
@@ -260,7 +260,7 @@ def test_rocksdb_is_always_a_prefix_of_the_changelog_and_reads_what_was_decided(
     reads_exact = True
     for action, key, value in history:
         if action == "hold":
-            filling.append(store.hold(0, key, value))
+            filling.append(store.hold(key, value))
             decided[key] = value
         elif action == "send" and filling:
             sent.append(filling)
@@ -301,9 +301,9 @@ def test_a_scan_for_cards_sees_the_cards_and_pools_that_items_sees(tmp_path: Pat
                 store._db_for_partition(n % 2).put(key, value)
     store._db_for_partition(0).put(codec.pool_key("fleet-a"), b"{}")
     store._db_for_partition(0).put(codec.member_key("fleet-a", "8986040000000000001"), b"{}")
-    store.hold(1, b"8986040000000000002", None)  # a card deleted, not yet acknowledged
-    store.hold(0, b"8986040000000000003", b"new card")
-    store.hold(0, b"8986040000000000001/s9", b"a held segment")
+    store.hold(b"8986040000000000002", None)  # a card deleted, not yet acknowledged
+    store.hold(b"8986040000000000003", b"new card")
+    store.hold(b"8986040000000000001/s9", b"a held segment")
 
     def wanted(entries: Any) -> dict[bytes, bytes]:
         return {k: v for k, v in entries if codec.is_card_key(k) or k.startswith(codec.POOL)}
