@@ -19,7 +19,7 @@ from fleet import PARTITIONS, WORKER_NOW
 
 from stream_app.domain.timeutil import format_time
 from stream_app.tools.interrupt import interrupt_on_signals
-from stream_app.tools.localbroker import LocalBroker, free_port
+from stream_app.tools.localbroker import KAFKA_JVM_OPTS, LocalBroker, free_port
 from stream_app.topics import REGISTRY, env_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,12 +129,17 @@ def wait_books(worker: Worker, partitions: int, timeout: float = 600) -> float:
 
 
 def own_broker(workdir: Path) -> str:
-    """Start a broker of the run's own in ``workdir`` (stopped by stop_started); its address."""
+    """Start a broker of the run's own in ``workdir`` (stopped by stop_started); its address.
+
+    It runs with Kafka's own JVM settings, as deployed, not the small broker of the
+    tests: that one's serial collector stopped it for 160-270 ms about once per latency
+    run, which put a burst of probes above 250 ms on every run (docs/performance.md)."""
     broker = LocalBroker(
         home=workdir / "kafka",
         port=free_port(),
         controller_port=free_port(),
         libs=LocalBroker(home=ROOT / ".kafka").ensure_jars(),
+        jvm_options=KAFKA_JVM_OPTS,
     )
     STARTED.append(broker)
     return broker.start()
