@@ -30,8 +30,8 @@ async def test_the_latency_load_arrives_whole_and_in_order_when_batches_overflow
         await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
     finally:
         await admin.close()
-    # 6 KiB values: a 16 KiB record batch holds two, and at 4,000 records/s every 3 ms
-    # tick has about four per partition, so most ticks overflow a batch.
+    # 6 KiB values: a 16 KiB record batch holds two, and at 4,000 records/s every 10 ms
+    # tick has about 13 per partition, so every tick overflows batches.
     load: Load = [
         (f"probe-{i}" if i % 20 == 0 else None, f"key-{i}".encode(), bytes([i % 251]) * 6144, i % PARTITIONS)
         for i in range(1200)
