@@ -117,12 +117,17 @@ async def throughput(
     worker.stop()
     results.update(figures)
     print(
-        f"latency: p50 {results.get('p50_latency_ms', 0):.1f} ms, "
-        f"p99 {results.get('p99_latency_ms', 0):.1f} ms over {results['latency_samples']} records "
-        f"({results['latency_probes']} probes sent; p99 {results.get('p99_latency_ms_warmup', 0):.1f} ms "
-        f"in the first {args.latency_warmup:g} s, not counted)",
+        f"latency: p50 {_ms(results, 'p50_latency_ms')}, p99 {_ms(results, 'p99_latency_ms')} over "
+        f"{results['latency_samples']} probes after a {args.latency_warmup:g} s warm-up "
+        f"(p99 {_ms(results, 'p99_latency_ms_warmup')} within it, {_ms(results, 'p99_latency_ms_all')} "
+        f"over all {results['latency_probes']}, {results['latency_missing']} missing; generator "
+        f"late by {_ms(results, 'latency_generator_lag_max_ms')} at most)",
         flush=True,
     )
+
+
+def _ms(results: dict[str, Any], key: str) -> str:
+    return f"{results[key]:.1f} ms" if key in results else "n/a"
 
 
 async def memory(bootstrap: str, workdir: Path, args: argparse.Namespace, results: dict[str, Any]) -> None:

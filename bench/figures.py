@@ -7,6 +7,7 @@ import asyncio
 import statistics
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -74,18 +75,19 @@ async def latency(
 ) -> dict[str, Any]:
     """Decision latency under load: records at ``rate``/s on the steady SIMs, with one
     probe in twenty, a record for a never-seen SIM (it gives an unknown_sim alert at
-    once); from the probe's produce time to its alert's append.
+    once); from the moment the probe was due (its record's timestamp) to its alert's
+    append, so the wait for its tick and any lateness of this generator count too.
 
     The load is encoded before the clock starts and sent in ticks of ``TICK``, each
     tick's records in one batch per partition, as a carrier's mediation sends them: a
     record sent and slept for on its own cost this process 35-40 % of a core, taken
-    from the worker and the broker on a 2-core machine, and its own late sends counted
-    as the worker's latency. A probe's time is taken before its tick is sent.
+    from the worker and the broker on a 2-core machine. How late the generator got its
+    ticks out is reported (``latency_generator_lag_*``): a run where it fell behind
+    measured the machine, not the worker.
 
     The first ``warmup`` seconds of load are sent but not counted: the step from an idle
-    worker to half its rate is a transient of its own (the fetches and batches find their
-    size, the broker compiles its hot paths), not the steady rate the figure is about.
-    Their p99 is reported beside it.
+    worker to half its rate (the fetches and batches find their size). Their p99 is
+    reported beside, and the p99 over every probe.
     """
     settings = Settings.from_env(env)
     alerts = AIOKafkaConsumer(
@@ -100,33 +102,42 @@ async def latency(
     await producer.start()
     try:
         load = latency_load(rate, seconds, sims)
-        counted_from = time.time() + warmup
         sent = await send_in_ticks(producer, settings.topic("usage"), load, rate)
         latencies: dict[str, float] = {}
         deadline = time.perf_counter() + 30
-        while len(latencies) < len(sent) and time.perf_counter() < deadline:
+        while len(latencies) < len(sent.due) and time.perf_counter() < deadline:
             for messages in (await alerts.getmany(timeout_ms=500)).values():
                 for m in messages:
                     alert = orjson.loads(m.value)
-                    if alert["kind"] == "unknown_sim" and alert.get("cause") in sent:
-                        latencies[alert["cause"]] = m.timestamp / 1000 - sent[alert["cause"]]
+                    if alert["kind"] == "unknown_sim" and alert.get("cause") in sent.due:
+                        latencies[alert["cause"]] = m.timestamp / 1000 - sent.due[alert["cause"]]
     finally:
         await producer.stop()
         await alerts.stop()
-    counted = [value for probe, value in latencies.items() if sent[probe] >= counted_from]
-    ramp = [value for probe, value in latencies.items() if sent[probe] < counted_from]
+    counted_from = sent.began + warmup
+    counted = [value for probe, value in latencies.items() if sent.due[probe] >= counted_from]
+    ramp = [value for probe, value in latencies.items() if sent.due[probe] < counted_from]
     figures: dict[str, Any] = {
-        "latency_probes": len(sent),
+        "latency_probes": len(sent.due),
+        "latency_missing": len(sent.due) - len(latencies),
         "latency_samples": len(counted),
         "latency_warmup_samples": len(ramp),
+        "latency_generator_lag_p99_ms": _p99(sent.lags) * 1000,
+        "latency_generator_lag_max_ms": max(sent.lags, default=0.0) * 1000,
     }
     if len(counted) >= 2:
         quantiles = statistics.quantiles(counted, n=100)
         figures["p50_latency_ms"], figures["p99_latency_ms"] = quantiles[49] * 1000, quantiles[98] * 1000
         figures["max_latency_ms"] = max(counted) * 1000
     if len(ramp) >= 2:
-        figures["p99_latency_ms_warmup"] = statistics.quantiles(ramp, n=100)[98] * 1000
+        figures["p99_latency_ms_warmup"] = _p99(ramp) * 1000
+    if len(latencies) >= 2:
+        figures["p99_latency_ms_all"] = _p99(list(latencies.values())) * 1000
     return figures
+
+
+def _p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100)[98] if len(values) >= 2 else max(values, default=0.0)
 
 
 Load = list[tuple[str | None, bytes, bytes, int]]
@@ -134,6 +145,7 @@ Load = list[tuple[str | None, bytes, bytes, int]]
 
 
 def latency_load(rate: float, seconds: float, sims: int) -> Load:
+    """``seconds`` of records at ``rate``/s over the steady SIMs, one in twenty a probe."""
     start = WORKER_NOW - timedelta(minutes=5)
     load: Load = []
     for i in range(int(rate * seconds)):
@@ -145,31 +157,47 @@ def latency_load(rate: float, seconds: float, sims: int) -> Load:
     return load
 
 
-async def send_in_ticks(producer: AIOKafkaProducer, topic: str, load: Load, rate: float) -> dict[str, float]:
+@dataclass(frozen=True)
+class Sent:
+    began: float
+    """Wall time the first record was due."""
+    due: dict[str, float]
+    """Per probe, the wall time it was due: its record's timestamp."""
+    lags: list[float]
+    """Per tick, how long after its oldest record was due the tick was handed to the producer."""
+
+
+async def send_in_ticks(producer: AIOKafkaProducer, topic: str, load: Load, rate: float) -> Sent:
     """Send ``load`` at ``rate`` records/s, what is due every ``TICK`` in one batch per
-    partition; each probe's send time, taken before its tick is sent."""
-    sent: dict[str, float] = {}
+    partition, each record stamped with the time it was due."""
+    due_at: dict[str, float] = {}
+    lags: list[float] = []
     deliveries: list[asyncio.Future[Any]] = []
-    began, done = time.perf_counter(), 0
+    began, clock, done = time.time(), time.perf_counter(), 0
     while done < len(load):
-        due = min(len(load), int((time.perf_counter() - began) * rate) + 1)
-        now = time.time()
+        due = min(len(load), int((time.perf_counter() - clock) * rate) + 1)
         batches: dict[int, Any] = {}
-        for probe, key, value, partition in load[done:due]:
+        for i in range(done, due):
+            probe, key, value, partition = load[i]
+            at = began + i / rate
             if probe is not None:
-                sent[probe] = now
+                due_at[probe] = at
+            stamp = int(at * 1000)
             batch = batches.get(partition)
-            if batch is None or batch.append(key=key, value=value, timestamp=None) is None:
-                if batch is not None:  # full: send it, start another
+            # A full batch refuses the record (None): send it and start another, which
+            # always takes its first record, whatever its size.
+            if batch is None or batch.append(key=key, value=value, timestamp=stamp) is None:
+                if batch is not None:
                     deliveries.append(await producer.send_batch(batch, topic, partition=partition))
                 batch = batches[partition] = producer.create_batch()
-                batch.append(key=key, value=value, timestamp=None)
+                batch.append(key=key, value=value, timestamp=stamp)
         for partition, batch in batches.items():
             deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+        lags.append(time.time() - (began + done / rate))
         done = due
         await asyncio.sleep(TICK)
     await asyncio.gather(*deliveries)
-    return sent
+    return Sent(began, due_at, lags)
 
 
 async def memory_and_recovery(

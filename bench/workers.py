@@ -132,7 +132,7 @@ def own_broker(workdir: Path) -> str:
     """Start a broker of the run's own in ``workdir`` (stopped by stop_started); its address.
 
     It runs with Kafka's own JVM settings, as deployed, not the small broker of the
-    tests: that one's serial collector stopped it for 160-270 ms about once per latency
+    tests: that one's serial collector stopped it for 158-270 ms about once per latency
     run, which put a burst of probes above 250 ms on every run (docs/performance.md)."""
     broker = LocalBroker(
         home=workdir / "kafka",
