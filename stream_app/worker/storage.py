@@ -59,7 +59,9 @@ class ChangelogFirstStore(RocksDBStore):
 
     A rebalance drops every held write: what is acknowledged after it is left to the
     changelog, which the recovery that follows every rebalance reads from the persisted
-    offset on (the same for a partition whose database is closed). A write the broker
+    offset on (the same for a partition whose database is closed); if such a write was
+    appended after that recovery had read its partition, the next write to store there
+    stops storing instead, since its offset would vouch for the missing one. A write the broker
     refused, a database that cannot be written, or a write that failed between being
     held and being sent ends storing altogether: the broker may have appended a refused
     batch all the same, and the worker stops (writer.py), its restart recovering from
@@ -74,6 +76,10 @@ class ChangelogFirstStore(RocksDBStore):
         self._term = 0
         """Bumped by every rebalance: what was held before it is not stored."""
         self._shut = False
+        self._unstored: dict[int, int] = {}
+        """Per partition: the last offset acknowledged for writes held before a rebalance,
+        not stored. The recovery after the rebalance must have read past it before a newer
+        write is stored, or the persisted offset would vouch for a record the store lacks."""
 
     def hold(self, key: bytes, value: bytes | None) -> Held:
         """Keep a write for ``key`` in memory until its changelog record is acknowledged."""
@@ -87,8 +93,20 @@ class ChangelogFirstStore(RocksDBStore):
             return  # the worker is stopping: reads stay as decided
         database = self._dbs.get(partition)  # not reopened: a closed one is left to recovery
         if database is None or any(write.term != self._term for write in writes):
+            self._unstored[partition] = max(offset, self._unstored.get(partition, -1))
             self._release(writes)
             return
+        unstored = self._unstored.pop(partition, None)
+        if unstored is not None:
+            persisted = database.get(self.offset_key)
+            if persisted is None or int(persisted) < unstored:
+                # Appended after the recovery had read the changelog: only a restart's
+                # recovery will store it now.
+                self.stop_storing()
+                raise ChangelogGap(
+                    f"changelog partition {partition}: offset {unstored}, acknowledged after a "
+                    f"rebalance, is past what the recovery stored ({persisted!r})"
+                )
         batch = WriteBatch(raw_mode=True)
         for write in writes:
             if write.value is None:
@@ -189,6 +207,10 @@ class ChangelogFirstStore(RocksDBStore):
 
 def _every_entry(key: bytes) -> None:
     return None
+
+
+class ChangelogGap(RuntimeError):
+    """A write acknowledged after a rebalance is in the changelog but not in the store."""
 
 
 class Held(NamedTuple):
