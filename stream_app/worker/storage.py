@@ -84,7 +84,7 @@ class ChangelogFirstStore(RocksDBStore):
     def hold(self, key: bytes, value: bytes | None) -> Held:
         """Keep a write for ``key`` in memory until its changelog record is acknowledged."""
         self._numbered += 1
-        write = self.held[key] = Held(self._numbered, key, value, self._term)
+        self.held[key] = write = Held(self._numbered, key, value, self._term)
         return write
 
     def acknowledged(self, partition: int, writes: list[Held], offset: int) -> None:
